@@ -1,0 +1,136 @@
+"""Local features: ORB keypoints spread over the image, binary descriptors.
+
+ORB alone piles its keypoints onto the most textured spot of an image; a
+reference described only there is lost as soon as that spot is occluded or
+blurred. So more corners are detected than needed and the strongest are kept
+per grid cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from matcher.settings import MatcherSettings
+
+DESCRIPTOR_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Features:
+    points: np.ndarray
+    """(N, 2) float32 keypoint positions, in pixels of the image they describe."""
+    descriptors: np.ndarray
+    """(N, 32) uint8 ORB descriptors, row i describing points[i]."""
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+    @staticmethod
+    def empty(width: int, height: int) -> Features:
+        return Features(
+            np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8), width, height
+        )
+
+
+_orbs: dict[int, cv2.ORB] = {}
+
+
+def _orb(n: int) -> cv2.ORB:
+    orb = _orbs.get(n)
+    if orb is None:
+        orb = cv2.ORB_create(
+            nfeatures=n, scaleFactor=1.2, nlevels=8, edgeThreshold=19, patchSize=31, fastThreshold=12
+        )
+        _orbs[n] = orb
+    return orb
+
+
+def _spread(keypoints: list[cv2.KeyPoint], keep: int, shape: tuple[int, int], cells: int) -> list[cv2.KeyPoint]:
+    """Keep `keep` keypoints: the strongest of each grid cell first, then the strongest left."""
+    if len(keypoints) <= keep:
+        return keypoints
+    h, w = shape
+    xy = np.array([kp.pt for kp in keypoints], np.float32)
+    response = np.array([kp.response for kp in keypoints], np.float32)
+    cx = np.minimum((xy[:, 0] * cells / w).astype(np.int32), cells - 1)
+    cy = np.minimum((xy[:, 1] * cells / h).astype(np.int32), cells - 1)
+    cell = cy * cells + cx
+    # Rank of each keypoint within its cell by response (0 = strongest).
+    order = np.lexsort((-response, cell))
+    sorted_cells = cell[order]
+    starts = np.searchsorted(sorted_cells, sorted_cells, side="left")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size) - starts
+    # Take keypoints round by round: every cell's best, then every cell's second...
+    chosen = np.lexsort((-response, rank))[:keep]
+    return [keypoints[i] for i in chosen]
+
+
+def detect(gray: np.ndarray, count: int, grid_cells: int) -> Features:
+    """ORB features of a (h, w) uint8 image, at most `count`, spread over the image."""
+    h, w = gray.shape[:2]
+    if min(h, w) < 32:
+        return Features.empty(w, h)
+    orb = _orb(count * 3)
+    keypoints = orb.detect(gray, None)
+    keypoints = _spread(list(keypoints), count, (h, w), grid_cells)
+    if not keypoints:
+        return Features.empty(w, h)
+    keypoints, descriptors = orb.compute(gray, keypoints)
+    if descriptors is None or len(keypoints) == 0:
+        return Features.empty(w, h)
+    points = np.array([kp.pt for kp in keypoints], np.float32).reshape(-1, 2)
+    return Features(points, np.ascontiguousarray(descriptors, np.uint8), w, h)
+
+
+def describe_frame(gray: np.ndarray, settings: MatcherSettings) -> Features:
+    """Features of a camera frame already at working resolution."""
+    return detect(gray, settings.frame_features, settings.grid_cells)
+
+
+def describe_reference(gray: np.ndarray, width: int, height: int, settings: MatcherSettings) -> Features:
+    """Features of a reference at several scales, positions in full-reference pixels.
+
+    `gray` is the reference at working resolution; `width` x `height` is its
+    original size, the coordinate frame of the returned points.
+    """
+    scales = settings.reference_scales
+    weights = np.array([s for s in scales], np.float64)
+    budgets = np.maximum(1, np.round(settings.reference_features * weights / weights.sum())).astype(int)
+    to_full = width / gray.shape[1]
+    points, descriptors = [], []
+    for scale, budget in zip(scales, budgets):
+        if scale == 1.0:
+            img = gray
+        else:
+            size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+            img = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        found = detect(img, int(budget), settings.grid_cells)
+        if len(found):
+            points.append(found.points * (to_full * gray.shape[1] / img.shape[1]))
+            descriptors.append(found.descriptors)
+    if not points:
+        return Features.empty(width, height)
+    return Features(
+        np.concatenate(points).astype(np.float32),
+        np.ascontiguousarray(np.concatenate(descriptors)),
+        width,
+        height,
+    )
+
+
+def reference_quality(features: Features, settings: MatcherSettings) -> float:
+    """0-1: how well a reference can be recognized, from keypoint count and coverage."""
+    if len(features) == 0:
+        return 0.0
+    cells = settings.grid_cells
+    cx = np.minimum((features.points[:, 0] * cells / features.width).astype(int), cells - 1)
+    cy = np.minimum((features.points[:, 1] * cells / features.height).astype(int), cells - 1)
+    coverage = len(np.unique(cy * cells + cx)) / (cells * cells)
+    amount = min(1.0, len(features) / settings.reference_features)
+    return round(float(amount * min(1.0, coverage / 0.6)), 3)

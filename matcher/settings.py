@@ -1,0 +1,58 @@
+"""Tunable thresholds of the recognition engine, in one place.
+
+The server fills this from `config.yaml` (section `matcher`); the CLI and the
+benchmark use the defaults. Every threshold the engine uses is named here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MatcherSettings:
+    # Decoding
+    max_image_pixels: int = 40_000_000
+    """Images with more pixels than this are refused (decompression bombs)."""
+    frame_max_side: int = 640
+    """Camera frames are decoded straight to at most this size on their longer side."""
+    reference_max_side: int = 640
+    """References are normalised to this longer side before features are taken."""
+
+    # Features
+    frame_features: int = 1000
+    """Keypoints kept per camera frame."""
+    reference_features: int = 500
+    """Keypoints kept per reference, summed over its scales."""
+    reference_scales: tuple[float, ...] = (1.0, 0.5)
+    """Extra scales a reference is described at, so small appearances match too."""
+    grid_cells: int = 8
+    """Keypoints are spread over a grid of this many cells per side."""
+    min_reference_keypoints: int = 60
+    """A reference with fewer usable keypoints than this is refused."""
+
+    # Search
+    candidates: int = 6
+    """How many shortlisted references go to geometric verification."""
+    neighbours: int = 4
+    """Nearest neighbours fetched per frame descriptor."""
+    ratio: float = 0.8
+    """Lowe's ratio test: best match distance / best distance in another item."""
+    max_hamming: int = 80
+    """Descriptor pairs further apart than this never count as matches."""
+    ivf_probe: int = 12
+    """Inverted lists searched per descriptor."""
+
+    # Geometric verification
+    ransac_reprojection_px: float = 5.0
+    """RANSAC inlier threshold in frame pixels (at the working resolution)."""
+    min_inliers: int = 14
+    """Fewer RANSAC inliers than this and a candidate is rejected."""
+    min_inlier_ratio: float = 0.25
+    """Inliers over tentative matches of the candidate must reach this."""
+    min_area_fraction: float = 0.002
+    """The object's outline must cover at least this fraction of the frame."""
+    max_side_ratio: float = 12.0
+    """Longest over shortest side of the projected outline."""
+    min_inlier_spread: float = 0.08
+    """Inliers must cover at least this fraction of the reference (bounding box)."""

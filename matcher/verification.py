@@ -1,0 +1,112 @@
+"""Geometric verification: a homography that explains enough matches, and is plausible.
+
+A shortlisted reference is only reported when RANSAC finds a homography with
+enough inliers and the reference outline it implies could be a real flat
+object seen by a camera: convex, in front of the camera, not a sliver, not a
+speck, and supported by inliers spread over the reference instead of one
+repeated spot.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from matcher.features import Features
+from matcher.model import Correspondences, Match, Reference
+from matcher.settings import MatcherSettings
+
+_RANSAC_ITERATIONS = 2000
+_RANSAC_CONFIDENCE = 0.995
+
+
+def reference_corners(width: int, height: int) -> np.ndarray:
+    """(4, 2) float32: top-left, top-right, bottom-right, bottom-left of a reference."""
+    return np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+
+
+def project(H: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) points through a 3x3 homography; also returns the homogeneous w of each."""
+    ones = np.ones((len(points), 1), np.float64)
+    p = np.hstack([points.astype(np.float64), ones]) @ H.T
+    w = p[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return p[:, :2] / w[:, None], w
+
+
+def plausible_outline(H: np.ndarray, width: int, height: int, frame_w: int, frame_h: int, settings: MatcherSettings) -> bool:
+    """Whether H maps the reference rectangle to an outline a real camera could see."""
+    quad, w = project(H, reference_corners(width, height))
+    if not np.all(w > 1e-6) or not np.all(np.isfinite(quad)):
+        return False  # a corner behind the camera, or at infinity
+    edges = np.roll(quad, -1, axis=0) - quad
+    cross = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+    if not (np.all(cross > 0) or np.all(cross < 0)):
+        return False  # twisted or concave
+    if np.all(cross < 0):
+        return False  # mirrored: a picture is never seen from behind
+    area = 0.5 * abs(float(np.sum(quad[:, 0] * np.roll(quad[:, 1], -1) - np.roll(quad[:, 0], -1) * quad[:, 1])))
+    frame_area = float(frame_w * frame_h)
+    if area < settings.min_area_fraction * frame_area or area > 50 * frame_area:
+        return False
+    sides = np.linalg.norm(edges, axis=1)
+    if sides.min() <= 1e-3 or sides.max() / sides.min() > settings.max_side_ratio:
+        return False
+    return True
+
+
+def verify(
+    frame: Features,
+    reference: Reference,
+    correspondences: Correspondences,
+    settings: MatcherSettings,
+) -> tuple[np.ndarray, int, float] | None:
+    """Homography reference pixels -> frame pixels, inlier count and score; None if rejected."""
+    n = len(correspondences.frame_indices)
+    if n < max(4, settings.min_inliers):
+        return None
+    src = reference.features.points[correspondences.reference_indices].astype(np.float32)
+    dst = frame.points[correspondences.frame_indices].astype(np.float32)
+    # Fitted reference -> frame, so the reprojection threshold is in frame pixels.
+    H, mask = cv2.findHomography(
+        src,
+        dst,
+        cv2.USAC_MAGSAC,
+        settings.ransac_reprojection_px,
+        maxIters=_RANSAC_ITERATIONS,
+        confidence=_RANSAC_CONFIDENCE,
+    )
+    if H is None or mask is None:
+        return None
+    inlier_mask = mask.ravel().astype(bool)
+    inliers = int(inlier_mask.sum())
+    if inliers < settings.min_inliers or inliers < settings.min_inlier_ratio * n:
+        return None
+    # One frame keypoint explaining several inliers is one piece of evidence, not several.
+    distinct = len(np.unique(correspondences.frame_indices[inlier_mask]))
+    if distinct < settings.min_inliers:
+        return None
+    ref_w, ref_h = reference.features.width, reference.features.height
+    spread = np.ptp(src[inlier_mask], axis=0)
+    if (spread[0] * spread[1]) / float(ref_w * ref_h) < settings.min_inlier_spread:
+        return None
+    if not plausible_outline(H, ref_w, ref_h, frame.width, frame.height, settings):
+        return None
+    score = distinct / (distinct + 2.0 * settings.min_inliers)
+    return H, distinct, round(float(score), 3)
+
+
+def to_match(reference: Reference, H_work: np.ndarray, scale: float, inliers: int, score: float) -> Match:
+    """A verified reference as a result, in full-frame pixels (the frame was decoded at `scale`)."""
+    H = np.diag([1.0 / scale, 1.0 / scale, 1.0]) @ H_work
+    H = H / H[2, 2]
+    corners, _ = project(H, reference_corners(reference.features.width, reference.features.height))
+    return Match(
+        item=reference.item,
+        name=reference.name,
+        metadata=reference.metadata,
+        corners=[[round(float(x), 2), round(float(y), 2)] for x, y in corners],
+        homography=[float(v) for v in H.ravel()],
+        score=score,
+        inliers=inliers,
+    )
