@@ -1,0 +1,485 @@
+"""Collections in Redis: items, their features and thumbnails, and a change log.
+
+Layout (prefix `cl` by default):
+  cl:collections              SET   collection names
+  cl:col:{c}:items            SET   item ids of collection c
+  cl:col:{c}:item:{id}        HASH  meta (msgpack), features (msgpack), thumb (JPEG)
+  cl:col:{c}:version          INT   bumped on every change of c
+  cl:changes                  STREAM one entry per change: collection, item, op
+
+Every change is one MULTI/EXEC transaction that writes the item and appends
+to the change log together, so a reader never sees half an item and workers
+following the log never miss a change that was stored.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+import redis
+
+from matcher.model import DESCRIPTOR_BYTES, Features, Reference
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ITEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CHANGE_LOG_LENGTH = 100_000
+
+
+class StoreError(Exception):
+    """Base of the store's domain errors."""
+
+
+class InvalidName(StoreError, ValueError):
+    pass
+
+
+class NotFound(StoreError, LookupError):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    """Redis could not be reached or answered with an error."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """What a client sees of a stored reference."""
+
+    collection: str
+    item: str
+    name: str
+    metadata: dict[str, Any]
+    width: int
+    height: int
+    keypoints: int
+    quality: float
+    created: float
+    updated: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "item": self.item,
+            "collection": self.collection,
+            "name": self.name,
+            "metadata": self.metadata,
+            "width": self.width,
+            "height": self.height,
+            "keypoints": self.keypoints,
+            "quality": self.quality,
+            "created": self.created,
+            "updated": self.updated,
+        }
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change log."""
+
+    id: str
+    collection: str
+    item: str
+    op: str  # "put" | "delete" | "create" | "drop"
+
+
+@dataclass
+class CollectionSummary:
+    name: str
+    items: int
+    version: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"collection": self.name, "items": self.items, "version": self.version}
+
+
+def check_collection_name(name: str) -> str:
+    if not isinstance(name, str) or not COLLECTION_NAME.match(name):
+        raise InvalidName(
+            "a collection name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def check_item_id(item: str) -> str:
+    if not isinstance(item, str) or not ITEM_ID.match(item):
+        raise InvalidName("an item id is 1-64 letters, digits, '_' or '-'")
+    return item
+
+
+def pack_features(features: Features) -> bytes:
+    return msgpack.packb(
+        {
+            "n": len(features),
+            "points": np.ascontiguousarray(features.points, np.float32).tobytes(),
+            "descriptors": np.ascontiguousarray(features.descriptors, np.uint8).tobytes(),
+            "width": features.width,
+            "height": features.height,
+        }
+    )
+
+
+def unpack_features(data: bytes) -> Features:
+    raw = msgpack.unpackb(data)
+    n = int(raw["n"])
+    points = np.frombuffer(raw["points"], np.float32).reshape(n, 2)
+    descriptors = np.frombuffer(raw["descriptors"], np.uint8).reshape(n, DESCRIPTOR_BYTES)
+    return Features(points, descriptors, int(raw["width"]), int(raw["height"]))
+
+
+class CollectionStore(abc.ABC):
+    """Where collections live. Workers rebuild their indexes from it alone."""
+
+    @abc.abstractmethod
+    def put_item(
+        self,
+        collection: str,
+        name: str,
+        metadata: dict[str, Any],
+        features: Features,
+        quality: float,
+        thumbnail: bytes,
+        item: str | None = None,
+    ) -> Item: ...
+
+    @abc.abstractmethod
+    def update_item(self, collection: str, item: str, name: str | None, metadata: dict[str, Any] | None) -> Item: ...
+
+    @abc.abstractmethod
+    def delete_item(self, collection: str, item: str) -> None: ...
+
+    @abc.abstractmethod
+    def get_item(self, collection: str, item: str) -> Item: ...
+
+    @abc.abstractmethod
+    def list_items(self, collection: str) -> list[Item]: ...
+
+    @abc.abstractmethod
+    def thumbnail(self, collection: str, item: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def create_collection(self, collection: str) -> bool: ...
+
+    @abc.abstractmethod
+    def delete_collection(self, collection: str) -> None: ...
+
+    @abc.abstractmethod
+    def collections(self) -> list[CollectionSummary]: ...
+
+    @abc.abstractmethod
+    def has_collection(self, collection: str) -> bool: ...
+
+    @abc.abstractmethod
+    def references(self, collection: str) -> Iterator[Reference]: ...
+
+    @abc.abstractmethod
+    def reference(self, collection: str, item: str) -> Reference | None: ...
+
+    @abc.abstractmethod
+    def last_change(self) -> str: ...
+
+    @abc.abstractmethod
+    def changes_after(self, change_id: str, block_ms: int) -> list[Change]: ...
+
+
+class RedisCollectionStore(CollectionStore):
+    def __init__(self, client: redis.Redis, prefix: str = "cl") -> None:
+        self.redis = client
+        self.prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "cl", timeout: float = 5.0) -> RedisCollectionStore:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return cls(client, prefix)
+
+    # -- keys ---------------------------------------------------------------
+
+    def _k_collections(self) -> str:
+        return f"{self.prefix}:collections"
+
+    def _k_items(self, c: str) -> str:
+        return f"{self.prefix}:col:{c}:items"
+
+    def _k_item(self, c: str, item: str) -> str:
+        return f"{self.prefix}:col:{c}:item:{item}"
+
+    def _k_version(self, c: str) -> str:
+        return f"{self.prefix}:col:{c}:version"
+
+    def _k_changes(self) -> str:
+        return f"{self.prefix}:changes"
+
+    def _log(self, pipe: Any, collection: str, item: str, op: str) -> None:
+        pipe.incr(self._k_version(collection))
+        pipe.xadd(
+            self._k_changes(),
+            {"collection": collection, "item": item, "op": op},
+            maxlen=CHANGE_LOG_LENGTH,
+            approximate=True,
+        )
+
+    def _run(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"the collection store is unreachable: {exc}") from None
+        except redis.ResponseError as exc:
+            raise StoreUnavailable(f"the collection store refused: {exc}") from None
+
+    # -- items --------------------------------------------------------------
+
+    def put_item(
+        self,
+        collection: str,
+        name: str,
+        metadata: dict[str, Any],
+        features: Features,
+        quality: float,
+        thumbnail: bytes,
+        item: str | None = None,
+    ) -> Item:
+        check_collection_name(collection)
+        item = check_item_id(item) if item is not None else secrets.token_hex(6)
+        now = round(time.time(), 3)
+        record = Item(
+            collection, item, name, metadata, features.width, features.height, len(features), quality, now, now
+        )
+
+        def write() -> None:
+            key = self._k_item(collection, item)
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.hset(
+                    key,
+                    mapping={
+                        "meta": _pack_meta(record),
+                        "features": pack_features(features),
+                        "thumb": thumbnail,
+                    },
+                )
+                pipe.sadd(self._k_items(collection), item)
+                pipe.sadd(self._k_collections(), collection)
+                self._log(pipe, collection, item, "put")
+                pipe.execute()
+
+        self._run(write)
+        return record
+
+    def update_item(self, collection: str, item: str, name: str | None, metadata: dict[str, Any] | None) -> Item:
+        key = self._k_item(check_collection_name(collection), check_item_id(item))
+
+        def update() -> Item:
+            with self.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        pipe.watch(key)
+                        raw = pipe.hget(key, "meta")
+                        if raw is None:
+                            pipe.unwatch()
+                            raise NotFound(f"no item {item} in collection {collection}")
+                        current = _unpack_meta(collection, raw)
+                        changed = Item(
+                            collection,
+                            item,
+                            current.name if name is None else name,
+                            current.metadata if metadata is None else metadata,
+                            current.width,
+                            current.height,
+                            current.keypoints,
+                            current.quality,
+                            current.created,
+                            round(time.time(), 3),
+                        )
+                        pipe.multi()
+                        pipe.hset(key, "meta", _pack_meta(changed))
+                        self._log(pipe, collection, item, "put")
+                        pipe.execute()
+                        return changed
+                    except redis.WatchError:
+                        continue
+
+        result: Item = self._run(update)
+        return result
+
+    def delete_item(self, collection: str, item: str) -> None:
+        key = self._k_item(check_collection_name(collection), check_item_id(item))
+
+        def delete() -> None:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.srem(self._k_items(collection), item)
+                self._log(pipe, collection, item, "delete")
+                deleted, *_ = pipe.execute()
+            if not deleted:
+                raise NotFound(f"no item {item} in collection {collection}")
+
+        self._run(delete)
+
+    def get_item(self, collection: str, item: str) -> Item:
+        key = self._k_item(check_collection_name(collection), check_item_id(item))
+        raw = self._run(self.redis.hget, key, "meta")
+        if raw is None:
+            raise NotFound(f"no item {item} in collection {collection}")
+        return _unpack_meta(collection, raw)
+
+    def list_items(self, collection: str) -> list[Item]:
+        check_collection_name(collection)
+        if not self.has_collection(collection):
+            raise NotFound(f"no collection {collection}")
+
+        def read() -> list[Item]:
+            ids = sorted(i.decode() for i in self.redis.smembers(self._k_items(collection)))
+            with self.redis.pipeline(transaction=False) as pipe:
+                for item in ids:
+                    pipe.hget(self._k_item(collection, item), "meta")
+                metas = pipe.execute()
+            items = [_unpack_meta(collection, m) for m in metas if m is not None]
+            items.sort(key=lambda i: (i.created, i.item))
+            return items
+
+        result: list[Item] = self._run(read)
+        return result
+
+    def thumbnail(self, collection: str, item: str) -> bytes:
+        key = self._k_item(check_collection_name(collection), check_item_id(item))
+        data = self._run(self.redis.hget, key, "thumb")
+        if data is None:
+            raise NotFound(f"no item {item} in collection {collection}")
+        return bytes(data)
+
+    # -- collections --------------------------------------------------------
+
+    def create_collection(self, collection: str) -> bool:
+        check_collection_name(collection)
+
+        def create() -> bool:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.sadd(self._k_collections(), collection)
+                self._log(pipe, collection, "", "create")
+                added, *_ = pipe.execute()
+            return bool(added)
+
+        result: bool = self._run(create)
+        return result
+
+    def delete_collection(self, collection: str) -> None:
+        check_collection_name(collection)
+
+        def drop() -> None:
+            ids = [i.decode() for i in self.redis.smembers(self._k_items(collection))]
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.srem(self._k_collections(), collection)
+                for item in ids:
+                    pipe.delete(self._k_item(collection, item))
+                pipe.delete(self._k_items(collection))
+                self._log(pipe, collection, "", "drop")
+                removed, *_ = pipe.execute()
+            if not removed:
+                raise NotFound(f"no collection {collection}")
+
+        self._run(drop)
+
+    def collections(self) -> list[CollectionSummary]:
+        def read() -> list[CollectionSummary]:
+            names = sorted(n.decode() for n in self.redis.smembers(self._k_collections()))
+            with self.redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.scard(self._k_items(name))
+                    pipe.get(self._k_version(name))
+                counts = pipe.execute()
+            return [
+                CollectionSummary(name, int(counts[2 * i]), int(counts[2 * i + 1] or 0))
+                for i, name in enumerate(names)
+            ]
+
+        result: list[CollectionSummary] = self._run(read)
+        return result
+
+    def has_collection(self, collection: str) -> bool:
+        return bool(self._run(self.redis.sismember, self._k_collections(), collection))
+
+    # -- what workers read ----------------------------------------------------
+
+    def references(self, collection: str, batch: int = 256) -> Iterator[Reference]:
+        ids = sorted(i.decode() for i in self._run(self.redis.smembers, self._k_items(collection)))
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+
+            def read(chunk: list[str] = chunk) -> list[Any]:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for item in chunk:
+                        pipe.hmget(self._k_item(collection, item), "meta", "features")
+                    return pipe.execute()  # type: ignore[no-any-return]
+
+            for meta, features in self._run(read):
+                if meta is not None and features is not None:
+                    yield _reference(collection, meta, features)
+
+    def reference(self, collection: str, item: str) -> Reference | None:
+        meta, features = self._run(self.redis.hmget, self._k_item(collection, item), "meta", "features")
+        if meta is None or features is None:
+            return None
+        return _reference(collection, meta, features)
+
+    def last_change(self) -> str:
+        entries = self._run(self.redis.xrevrange, self._k_changes(), "+", "-", 1)
+        return entries[0][0].decode() if entries else "0-0"
+
+    def changes_after(self, change_id: str, block_ms: int) -> list[Change]:
+        reply = self._run(self.redis.xread, {self._k_changes(): change_id}, 1000, block_ms)
+        changes = []
+        for _stream, entries in reply or []:
+            for entry_id, fields in entries:
+                changes.append(
+                    Change(
+                        entry_id.decode(),
+                        fields[b"collection"].decode(),
+                        fields[b"item"].decode(),
+                        fields[b"op"].decode(),
+                    )
+                )
+        return changes
+
+
+def _pack_meta(item: Item) -> bytes:
+    return msgpack.packb(
+        {
+            "item": item.item,
+            "name": item.name,
+            "metadata": item.metadata,
+            "width": item.width,
+            "height": item.height,
+            "keypoints": item.keypoints,
+            "quality": item.quality,
+            "created": item.created,
+            "updated": item.updated,
+        }
+    )
+
+
+def _unpack_meta(collection: str, data: bytes) -> Item:
+    m = msgpack.unpackb(data)
+    return Item(
+        collection,
+        m["item"],
+        m["name"],
+        m["metadata"],
+        m["width"],
+        m["height"],
+        m["keypoints"],
+        m["quality"],
+        m["created"],
+        m["updated"],
+    )
+
+
+def _reference(collection: str, meta: bytes, features: bytes) -> Reference:
+    item = _unpack_meta(collection, meta)
+    return Reference(item.item, item.name, item.metadata, unpack_features(features))

@@ -1,0 +1,178 @@
+"""A matcher worker process: holds every collection's index in memory and answers jobs.
+
+The server sends msgpack requests over a pipe, one at a time per worker:
+  {"op": "recognize", "collection": str, "image": bytes}
+  {"op": "describe", "image": bytes}          features of a new reference + thumbnail
+and gets one msgpack reply each: {"ok": true, ...} or {"ok": false, "code", "message"}.
+
+A follower thread loads the collections from the store at start and then
+applies the store's change log as it grows, so an item added, changed or
+deleted anywhere reaches recognition within milliseconds, without pausing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cv2
+import faiss
+import msgpack
+
+from matcher.decode import ImageError, thumbnail_jpeg
+from matcher.recognizer import PoorReference, Recognizer, UnknownCollection, describe_reference_image
+from matcher.settings import MatcherSettings
+from matcher.store import CollectionStore, RedisCollectionStore, StoreError, pack_features
+
+log = logging.getLogger("catchlight.worker")
+
+_FOLLOW_BLOCK_MS = 1000
+_RETRY_SECONDS = 0.5
+
+
+class CollectionFollower:
+    """Keeps a Recognizer equal to the store: full load, then the change log."""
+
+    def __init__(self, store: CollectionStore, recognizer: Recognizer) -> None:
+        self.store = store
+        self.recognizer = recognizer
+        self.position = "0-0"
+        self.applied = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="collection-follower", daemon=True)
+
+    def load_all(self) -> None:
+        # Read the log position first: changes made during the load are applied again after it,
+        # and applying a change twice is harmless.
+        self.position = self.store.last_change()
+        for summary in self.store.collections():
+            self.recognizer.load(summary.name, list(self.store.references(summary.name)))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for change in self.store.changes_after(self.position, _FOLLOW_BLOCK_MS):
+                    self.apply(change.collection, change.item, change.op)
+                    self.position = change.id
+                    self.applied += 1
+            except StoreError as exc:
+                # Recognition goes on from memory; catch up when the store is back.
+                log.warning("change log unreachable, retrying: %s", exc)
+                time.sleep(_RETRY_SECONDS)
+            except Exception:
+                log.exception("could not apply a change; retrying")
+                time.sleep(_RETRY_SECONDS)
+
+    def apply(self, collection: str, item: str, op: str) -> None:
+        if op == "drop":
+            self.recognizer.drop(collection)
+        elif op == "create":
+            self.recognizer.collection(collection)
+        elif op == "delete":
+            self.recognizer.collection(collection).remove(item)
+        elif op == "put":
+            reference = self.store.reference(collection, item)
+            index = self.recognizer.collection(collection)
+            if reference is None:
+                index.remove(item)
+            else:
+                index.add(reference)
+
+
+def _describe(request: dict[str, Any], settings: MatcherSettings) -> dict[str, Any]:
+    image = request["image"]
+    described = describe_reference_image(image, settings)
+    thumbnail = thumbnail_jpeg(image, int(request.get("thumbnail_side", 320)), settings.max_image_pixels)
+    return {
+        "ok": True,
+        "features": pack_features(described.features),
+        "quality": described.quality,
+        "keypoints": len(described.features),
+        "width": described.features.width,
+        "height": described.features.height,
+        "thumbnail": thumbnail,
+    }
+
+
+def _recognize(request: dict[str, Any], recognizer: Recognizer) -> dict[str, Any]:
+    result = recognizer.recognize(request["collection"], request["image"])
+    return {
+        "ok": True,
+        "width": result.width,
+        "height": result.height,
+        "items": [m.to_wire() for m in result.matches],
+        "timing": result.timing,
+    }
+
+
+def handle(request: dict[str, Any], recognizer: Recognizer) -> dict[str, Any]:
+    """Answer one request; every failure becomes an error reply with a code."""
+    op = request.get("op")
+    try:
+        if op == "recognize":
+            return _recognize(request, recognizer)
+        if op == "describe":
+            return _describe(request, recognizer.settings)
+        if op == "ping":
+            return {"ok": True, "collections": recognizer.collections()}
+        return {"ok": False, "code": "bad_request", "message": f"unknown operation {op!r}"}
+    except ImageError as exc:
+        return {"ok": False, "code": exc.code, "message": exc.message}
+    except UnknownCollection as exc:
+        return {"ok": False, "code": "unknown_collection", "message": f"no collection {exc}"}
+    except PoorReference as exc:
+        return {
+            "ok": False,
+            "code": "poor_reference",
+            "message": str(exc),
+            "keypoints": exc.keypoints,
+            "quality": exc.quality,
+        }
+    except Exception as exc:
+        log.exception("job failed")
+        return {"ok": False, "code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+
+
+def run(conn: Connection, settings: MatcherSettings, redis_url: str, prefix: str) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s")
+    cv2.setNumThreads(1)
+    faiss.omp_set_num_threads(1)
+    recognizer = Recognizer(settings)
+    follower = CollectionFollower(RedisCollectionStore.from_url(redis_url, prefix), recognizer)
+    while True:
+        try:
+            follower.load_all()
+            break
+        except StoreError as exc:
+            log.warning("waiting for the collection store: %s", exc)
+            time.sleep(_RETRY_SECONDS)
+    follower.start()
+    conn.send_bytes(msgpack.packb({"ok": True, "ready": True, "pid": os.getpid(), "collections": recognizer.collections()}))
+    while True:
+        try:
+            raw = conn.recv_bytes()
+        except (EOFError, OSError):
+            break
+        try:
+            request = msgpack.unpackb(raw)
+            reply = handle(request, recognizer)
+        except Exception as exc:
+            reply = {"ok": False, "code": "bad_request", "message": str(exc)}
+        try:
+            conn.send_bytes(msgpack.packb(reply))
+        except (BrokenPipeError, OSError):
+            break
+    follower.stop()

@@ -1,0 +1,1 @@
+"""Catchlight's web side: HTTP API, websocket stream, pages, and the scheduling of frames onto the matcher pool."""

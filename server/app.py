@@ -1,0 +1,52 @@
+"""The Tornado application: routes and shared services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tornado.web
+
+from server.catalog import Catalog
+from server.config import Config
+from server.handlers import api, pages, stream
+from server.pool import WorkerPool
+from server.scheduler import Scheduler
+
+ROOT = Path(__file__).resolve().parent.parent
+ITEM = r"/v1/collections/([^/]+)/items/([^/]+)"
+
+
+# Third-party browser libraries, installed by npm at setup (package.json) and served as our own assets.
+VENDOR = {
+    "msgpack": ROOT / "node_modules" / "@msgpack" / "msgpack" / "dist.umd",
+}
+
+
+def make_app(config: Config, catalog: Catalog, scheduler: Scheduler, pool: WorkerPool) -> tornado.web.Application:
+    routes: list[tornado.routing._RuleList] = [  # type: ignore[name-defined]
+        (r"/", pages.CameraPage),
+        (r"/collection", pages.CollectionPage),
+        (r"/healthz", api.HealthHandler),
+        (r"/v1/collections", api.CollectionsHandler),
+        (r"/v1/collections/([^/]+)", api.CollectionHandler),
+        (r"/v1/collections/([^/]+)/items", api.ItemsHandler),
+        (ITEM, api.ItemHandler),
+        (ITEM + r"/thumbnail", api.ThumbnailHandler),
+        (r"/v1/recognize", api.RecognizeHandler),
+        (r"/v1/stream", stream.StreamHandler),
+    ]
+    for name, folder in VENDOR.items():
+        routes.append((rf"/vendor/{name}/(.*)", tornado.web.StaticFileHandler, {"path": str(folder)}))
+    return tornado.web.Application(
+        routes,  # type: ignore[arg-type]
+        template_path=str(ROOT / "templates"),
+        static_path=str(ROOT / "static"),
+        config=config,
+        catalog=catalog,
+        scheduler=scheduler,
+        pool=pool,
+        websocket_max_message_size=config.server.max_message_bytes * 4,
+        websocket_ping_interval=config.server.websocket_ping_seconds,
+        websocket_ping_timeout=config.server.websocket_ping_seconds * 2,
+        compress_response=True,
+    )

@@ -1,0 +1,143 @@
+"""Settings: declared once here with a default and help, read from config.yaml, overridden by the environment.
+
+Precedence: defaults < config.yaml < environment < command line.
+Environment names: CATCHLIGHT_<NAME> for `server` settings, CATCHLIGHT_MATCHER_<NAME>
+for `matcher` settings, and REDIS_URL for the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from matcher.settings import MatcherSettings
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def setting(default: Any, help: str, minimum: float | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "minimum": minimum})
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = setting("127.0.0.1", "Address to listen on.")
+    port: int = setting(8080, "Port to listen on.", minimum=0)
+    data_dir: str = setting("var", "Where the embedded store keeps its files.")
+    pool_size: int = setting(0, "Matcher worker processes; 0 means one per CPU core.", minimum=0)
+    redis_url: str = setting("", "Redis-protocol server to use; empty starts the embedded one under data_dir.")
+    redis_prefix: str = setting("cl", "Prefix of every key this server writes.")
+    max_message_bytes: int = setting(4 << 20, "Largest websocket message answered; larger ones get an error.", 1024)
+    max_upload_bytes: int = setting(20 << 20, "Largest HTTP request body (reference upload, recognize).", 1024)
+    max_metadata_bytes: int = setting(16 << 10, "Largest item metadata, as JSON.", 2)
+    max_name_length: int = setting(200, "Longest item name.", 1)
+    max_queued_requests: int = setting(64, "HTTP jobs waiting for a worker before new ones get 503.", 1)
+    job_timeout_seconds: float = setting(30.0, "A job not answered by then fails with a timeout.", 1)
+    thumbnail_side: int = setting(320, "Longer side of generated thumbnails.", 32)
+    allowed_origins: tuple[str, ...] = setting((), "Other origins allowed to open the stream websocket.")
+    websocket_ping_seconds: float = setting(20.0, "Ping interval that detects dead websocket peers.", 1)
+    demo_collection: str = setting("demo", "Collection filled with the demo images on first start; empty: none.")
+    demo_images: str = setting(".cache/demo", "Folder with the demo images (made by the setup script).")
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    matcher: MatcherSettings = field(default_factory=MatcherSettings)
+
+
+def _coerce(value: Any, kind: Any, name: str) -> Any:
+    origin = typing.get_origin(kind)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind is float:
+            return float(value)
+        if kind is str:
+            return "" if value is None else str(value)
+        if origin is tuple:
+            (item_kind, *_rest) = typing.get_args(kind)
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            return tuple(_coerce(v, item_kind, name) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}: {value!r} is not a valid {getattr(kind, '__name__', kind)}") from None
+    raise ConfigError(f"setting {name}: unsupported type {kind}")
+
+
+def _build(cls: Any, values: Mapping[str, Any], section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {section}: {', '.join(sorted(unknown))}")
+    kwargs = {}
+    for name, value in values.items():
+        coerced = _coerce(value, hints[name], f"{section}.{name}")
+        minimum = known[name].metadata.get("minimum")
+        if minimum is not None and coerced < minimum:
+            raise ConfigError(f"setting {section}.{name}: {coerced} is below the minimum {minimum}")
+        kwargs[name] = coerced
+    return cls(**kwargs)
+
+
+def _from_env(cls: Any, prefix: str, env: Mapping[str, str]) -> dict[str, str]:
+    return {
+        f.name: env[prefix + f.name.upper()] for f in dataclasses.fields(cls) if prefix + f.name.upper() in env
+    }
+
+
+def load_config(
+    path: Path | None = None, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Read `path` (if any), apply environment and `overrides` (server settings), validate."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must be a mapping of sections")
+    unknown = set(data) - {"server", "matcher"}
+    if unknown:
+        raise ConfigError(f"unknown section(s) in {path}: {', '.join(sorted(unknown))}")
+    server_values = dict(data.get("server") or {})
+    server_values.update(_from_env(ServerSettings, "CATCHLIGHT_", env))
+    if env.get("REDIS_URL"):
+        server_values["redis_url"] = env["REDIS_URL"]
+    server_values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    matcher_values = dict(data.get("matcher") or {})
+    matcher_values.update(_from_env(MatcherSettings, "CATCHLIGHT_MATCHER_", env))
+    return Config(
+        server=_build(ServerSettings, server_values, "server"),
+        matcher=_build(MatcherSettings, matcher_values, "matcher"),
+    )
+
+
+def describe_settings() -> list[tuple[str, str, Any, str]]:
+    """(section, name, default, help) of every setting, for docs and the config test."""
+    rows = []
+    for section, cls in (("server", ServerSettings), ("matcher", MatcherSettings)):
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            rows.append((section, f.name, default, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,118 @@
+"""The HTTP API (docs/api.md): collections, items, one-off recognition. Thin: parse, call, serialize."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matcher.store import check_collection_name
+from server.catalog import RequestRejected
+from server.handlers.base import ApiHandler
+
+
+def _collection(name: str) -> str:
+    return check_collection_name(name)
+
+
+class LimitedBodyHandler(ApiHandler):
+    def prepare(self) -> None:
+        limit = self.application.settings["config"].server.max_upload_bytes
+        length = int(self.request.headers.get("Content-Length") or len(self.request.body or b""))
+        if length > limit:
+            raise RequestRejected("body_too_large", f"the request body is {length} bytes, the limit is {limit}")
+
+    def image_from_request(self) -> bytes:
+        """The image of a request: a multipart 'image' file, or the raw body."""
+        files = self.request.files.get("image")
+        if files:
+            return files[0]["body"]
+        content_type = self.request.headers.get("Content-Type", "")
+        if content_type.startswith("multipart/form-data"):
+            raise RequestRejected("invalid_request", "the multipart form needs an 'image' file")
+        if not self.request.body:
+            raise RequestRejected("invalid_request", "send the image as the body or as a multipart 'image' file")
+        return self.request.body
+
+
+class CollectionsHandler(ApiHandler):
+    async def get(self) -> None:
+        summaries = await self.catalog.in_store(self.catalog.store.collections)
+        self.send_json({"collections": [s.to_wire() for s in summaries]})
+
+
+class CollectionHandler(ApiHandler):
+    async def get(self, collection: str) -> None:
+        _collection(collection)
+        for summary in await self.catalog.in_store(self.catalog.store.collections):
+            if summary.name == collection:
+                self.send_json(summary.to_wire())
+                return
+        self.send_error_code("not_found", f"no collection {collection}")
+
+    async def put(self, collection: str) -> None:
+        created = await self.catalog.in_store(self.catalog.store.create_collection, _collection(collection))
+        self.send_json({"collection": collection, "created": created}, 201 if created else 200)
+
+    async def delete(self, collection: str) -> None:
+        await self.catalog.in_store(self.catalog.store.delete_collection, _collection(collection))
+        self.set_status(204)
+        self.finish()
+
+
+class ItemsHandler(LimitedBodyHandler):
+    async def get(self, collection: str) -> None:
+        items = await self.catalog.in_store(self.catalog.store.list_items, _collection(collection))
+        self.send_json({"collection": collection, "items": [i.to_wire() for i in items]})
+
+    async def post(self, collection: str) -> None:
+        _collection(collection)
+        image = self.image_from_request()
+        item = await self.catalog.add_item(
+            collection,
+            image,
+            self.get_body_argument("name", None),
+            self.get_body_argument("metadata", None),
+            self.get_body_argument("item", None),
+        )
+        self.set_header("Location", f"/v1/collections/{collection}/items/{item.item}")
+        self.send_json(item.to_wire(), 201)
+
+
+class ItemHandler(ApiHandler):
+    async def get(self, collection: str, item: str) -> None:
+        found = await self.catalog.in_store(self.catalog.store.get_item, _collection(collection), item)
+        self.send_json(found.to_wire())
+
+    async def patch(self, collection: str, item: str) -> None:
+        changed = await self.catalog.update_item(_collection(collection), item, self.json_body())
+        self.send_json(changed.to_wire())
+
+    async def delete(self, collection: str, item: str) -> None:
+        await self.catalog.in_store(self.catalog.store.delete_item, _collection(collection), item)
+        self.set_status(204)
+        self.finish()
+
+
+class ThumbnailHandler(ApiHandler):
+    async def get(self, collection: str, item: str) -> None:
+        data = await self.catalog.in_store(self.catalog.store.thumbnail, _collection(collection), item)
+        self.set_header("Content-Type", "image/jpeg")
+        self.set_header("Cache-Control", "private, max-age=60")
+        self.finish(data)
+
+
+class RecognizeHandler(LimitedBodyHandler):
+    async def post(self) -> None:
+        collection = self.get_query_argument("collection", None) or self.get_body_argument("collection", None)
+        if not collection:
+            raise RequestRejected("invalid_request", "name the collection: /v1/recognize?collection=NAME")
+        image = self.image_from_request()
+        result: dict[str, Any] = await self.catalog.recognize(_collection(collection), image)
+        self.send_json(result)
+
+
+class HealthHandler(ApiHandler):
+    def get(self) -> None:
+        pool = self.application.settings["pool"]
+        ready = pool.ready_count
+        body = {"status": "ok" if ready else "starting", "workers": pool.size, "workers_ready": ready}
+        self.send_json(body, 200 if ready else 503)

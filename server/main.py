@@ -1,0 +1,147 @@
+"""Start-up as a checklist: every step names what to fix when it fails.
+
+python -m server [--port PORT] [--data-dir DIR] [--config FILE] [--host HOST]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import tornado.httpserver
+import tornado.netutil
+
+from matcher.embedded_redis import EmbeddedRedis, RedisStartError, start_or_reuse
+from matcher.store import RedisCollectionStore, StoreUnavailable
+from server.app import ROOT, VENDOR, make_app
+from server.catalog import Catalog
+from server.config import Config, ConfigError, load_config
+from server.pool import WorkerPool
+from server.scheduler import Scheduler
+
+log = logging.getLogger("catchlight")
+
+
+class StartupError(Exception):
+    pass
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m server", description="Run the Catchlight recognition server.")
+    parser.add_argument("--config", type=Path, default=None, help="settings file (default: ./config.yaml if present)")
+    parser.add_argument("--port", type=int, default=None, help="port to listen on (0: any free port)")
+    parser.add_argument("--host", default=None, help="address to listen on")
+    parser.add_argument("--data-dir", default=None, help="where the embedded store keeps its data (default ./var)")
+    parser.add_argument("--pool-size", type=int, default=None, help="matcher worker processes")
+    return parser.parse_args(argv)
+
+
+def step_load_config(args: argparse.Namespace) -> Config:
+    path = args.config
+    if path is None and (ROOT / "config.yaml").exists():
+        path = ROOT / "config.yaml"
+    try:
+        return load_config(
+            path,
+            overrides={"port": args.port, "host": args.host, "data_dir": args.data_dir, "pool_size": args.pool_size},
+        )
+    except ConfigError as exc:
+        raise StartupError(f"configuration: {exc}") from None
+
+
+def step_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("CATCHLIGHT_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+
+
+def step_check_assets() -> None:
+    for name, folder in VENDOR.items():
+        if not folder.is_dir():
+            raise StartupError(f"browser library {name} is missing from {folder}: run `npm ci` (the setup script does)")
+
+
+def step_store(config: Config) -> tuple[str, EmbeddedRedis | None]:
+    if config.server.redis_url:
+        url, embedded = config.server.redis_url, None
+    else:
+        try:
+            embedded = start_or_reuse(Path(config.server.data_dir))
+        except RedisStartError as exc:
+            raise StartupError(f"embedded store: {exc}") from None
+        url = embedded.url
+        log.info("embedded store at %s (data in %s)", url, embedded.directory)
+    store = RedisCollectionStore.from_url(url, config.server.redis_prefix)
+    try:
+        store.redis.ping()
+    except Exception as exc:
+        raise StartupError(f"cannot reach the store at {url}: {exc}; check REDIS_URL") from None
+    return url, embedded
+
+
+async def serve(config: Config, redis_url: str) -> None:
+    store = RedisCollectionStore.from_url(redis_url, config.server.redis_prefix)
+    scheduler = Scheduler(config.server.max_queued_requests)
+    size = config.server.pool_size or os.cpu_count() or 1
+    pool = WorkerPool(
+        size, config.matcher, redis_url, config.server.redis_prefix, config.server.job_timeout_seconds, scheduler.dispatch
+    )
+    scheduler.attach(pool)
+    log.info("starting %d matcher workers", size)
+    await pool.start()
+    catalog = Catalog(store, scheduler, config.server)
+    try:
+        added = await catalog.load_demo(config.server.demo_collection, ROOT / config.server.demo_images)
+    except StoreUnavailable as exc:
+        raise StartupError(f"store: {exc}") from None
+    if added:
+        log.info("demo collection %r created with %d items", config.server.demo_collection, added)
+
+    app = make_app(config, catalog, scheduler, pool)
+    server = tornado.httpserver.HTTPServer(
+        app, max_body_size=config.server.max_upload_bytes * 2, xheaders=False
+    )
+    try:
+        sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {config.server.host}:{config.server.port}: {exc}") from None
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    host = config.server.host if config.server.host not in ("0.0.0.0", "::", "") else "localhost"
+    print(f"Catchlight is ready: http://{host}:{port}/", flush=True)
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("stopping")
+    server.stop()
+    await pool.close()
+    await server.close_all_connections()
+    catalog.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    embedded: EmbeddedRedis | None = None
+    try:
+        config = step_load_config(args)
+        step_logging()
+        step_check_assets()
+        redis_url, embedded = step_store(config)
+        asyncio.run(serve(config, redis_url))
+    except StartupError as exc:
+        print(f"catchlight: cannot start: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
