@@ -92,7 +92,7 @@ class WorkerPool:
             self._ready_waiters.append(waiter)
             try:
                 await asyncio.wait_for(waiter, 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _spawn(self, number: int) -> Worker:
