@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -25,6 +26,7 @@ import faiss
 import msgpack
 
 from matcher.decode import ImageError, thumbnail_jpeg
+from matcher.model import Features
 from matcher.recognizer import PoorReference, Recognizer, UnknownCollection, describe_reference_image
 from matcher.settings import MatcherSettings
 from matcher.store import CollectionStore, RedisCollectionStore, StoreError, pack_features
@@ -90,18 +92,37 @@ class CollectionFollower:
                 index.add(reference)
 
 
-def _describe(request: dict[str, Any], settings: MatcherSettings) -> dict[str, Any]:
-    image = request["image"]
+@dataclass(frozen=True)
+class PreparedReference:
+    """Everything the store needs of a new reference image, apart from its name and metadata."""
+
+    features: Features
+    quality: float
+    thumbnail: bytes
+    """A small JPEG for listings."""
+
+
+def prepare_reference(image: bytes, settings: MatcherSettings, thumbnail_side: int = 320) -> PreparedReference:
+    """Features, quality and thumbnail of a reference image; raises ImageError or PoorReference.
+
+    The server's workers and the command line both go through here, so an image
+    is refused (or stored) the same way whichever way it came in.
+    """
     described = describe_reference_image(image, settings)
-    thumbnail = thumbnail_jpeg(image, int(request.get("thumbnail_side", 320)), settings.max_image_pixels)
+    thumbnail = thumbnail_jpeg(image, thumbnail_side, settings.max_image_pixels)
+    return PreparedReference(described.features, described.quality, thumbnail)
+
+
+def _describe(request: dict[str, Any], settings: MatcherSettings) -> dict[str, Any]:
+    prepared = prepare_reference(request["image"], settings, int(request.get("thumbnail_side", 320)))
     return {
         "ok": True,
-        "features": pack_features(described.features),
-        "quality": described.quality,
-        "keypoints": len(described.features),
-        "width": described.features.width,
-        "height": described.features.height,
-        "thumbnail": thumbnail,
+        "features": pack_features(prepared.features),
+        "quality": prepared.quality,
+        "keypoints": len(prepared.features),
+        "width": prepared.features.width,
+        "height": prepared.features.height,
+        "thumbnail": prepared.thumbnail,
     }
 
 
