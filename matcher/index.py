@@ -17,8 +17,7 @@ import threading
 import faiss
 import numpy as np
 
-from matcher.features import DESCRIPTOR_BYTES
-from matcher.model import Correspondences, Reference
+from matcher.model import DESCRIPTOR_BYTES, Correspondences, Reference
 from matcher.settings import MatcherSettings
 
 _SLOT_SHIFT = 20  # a descriptor's id is slot << 20 | keypoint index

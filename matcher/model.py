@@ -1,4 +1,4 @@
-"""Domain objects passed between the engine's steps."""
+"""Domain objects passed between the engine's steps (no OpenCV here: the server uses them too)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,27 @@ from typing import Any
 
 import numpy as np
 
-from matcher.features import Features
+
+DESCRIPTOR_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Features:
+    points: np.ndarray
+    """(N, 2) float32 keypoint positions, in pixels of the image they describe."""
+    descriptors: np.ndarray
+    """(N, 32) uint8 ORB descriptors, row i describing points[i]."""
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+    @staticmethod
+    def empty(width: int, height: int) -> Features:
+        return Features(
+            np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8), width, height
+        )
 
 
 @dataclass(frozen=True)

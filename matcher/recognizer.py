@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from matcher.decode import decode_image
-from matcher.features import Features, describe_frame, describe_reference, reference_quality
+from matcher.features import describe_frame, describe_reference, reference_quality
 from matcher.index import DescriptorIndex, InvertedFileIndex
-from matcher.model import FrameResult, Reference
+from matcher.model import Features, FrameResult, Reference
 from matcher.settings import MatcherSettings
 from matcher.verification import to_match, verify
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from matcher.features import Features
-from matcher.model import Correspondences, Match, Reference
+from matcher.model import Correspondences, Features, Match, Reference
 from matcher.settings import MatcherSettings
 
 _RANSAC_ITERATIONS = 2000
