@@ -180,10 +180,11 @@ def _vote(
     slots = np.where(valid, ids >> _SLOT_SHIFT, -1)
     best_slot = slots[:, 0]
     other = valid & (slots != best_slot[:, None])
-    # Distance to the nearest neighbour in a different item; beyond the searched k it is unknown,
-    # so count it as the worst a near match can face.
+    # Distance to the nearest neighbour in a different item. When all k neighbours belong to the
+    # best item (always so in a one-item collection), the k-th distance is a lower bound of it: the
+    # test then still rejects descriptors that match many places of that item equally well.
     other_distance = np.where(other, distances, np.iinfo(np.int32).max).min(axis=1)
-    other_distance = np.minimum(other_distance, settings.max_hamming / settings.ratio + 1)
+    other_distance = np.minimum(other_distance, distances[:, -1])
     best_distance = distances[:, 0]
     keep = valid[:, 0] & (best_distance <= settings.max_hamming)
     keep &= best_distance < settings.ratio * other_distance
