@@ -55,6 +55,11 @@ class CollectionFollower:
         for summary in self.store.collections():
             self.recognizer.load(summary.name, list(self.store.references(summary.name)))
 
+    def load(self, collection: str) -> None:
+        """Load one collection if the store has it (it stays unknown otherwise)."""
+        if self.store.has_collection(collection):
+            self.recognizer.load(collection, list(self.store.references(collection)))
+
     def start(self) -> None:
         self._thread.start()
 
@@ -126,8 +131,12 @@ def _describe(request: dict[str, Any], settings: MatcherSettings) -> dict[str, A
     }
 
 
-def _recognize(request: dict[str, Any], recognizer: Recognizer) -> dict[str, Any]:
-    result = recognizer.recognize(request["collection"], request["image"])
+def _recognize(request: dict[str, Any], recognizer: Recognizer, follower: CollectionFollower) -> dict[str, Any]:
+    collection = request["collection"]
+    if not recognizer.has(collection):
+        # Created a moment ago and not yet seen in the change log: read it now.
+        follower.load(collection)
+    result = recognizer.recognize(collection, request["image"])
     return {
         "ok": True,
         "width": result.width,
@@ -137,12 +146,12 @@ def _recognize(request: dict[str, Any], recognizer: Recognizer) -> dict[str, Any
     }
 
 
-def handle(request: dict[str, Any], recognizer: Recognizer) -> dict[str, Any]:
+def handle(request: dict[str, Any], recognizer: Recognizer, follower: CollectionFollower) -> dict[str, Any]:
     """Answer one request; every failure becomes an error reply with a code."""
     op = request.get("op")
     try:
         if op == "recognize":
-            return _recognize(request, recognizer)
+            return _recognize(request, recognizer, follower)
         if op == "describe":
             return _describe(request, recognizer.settings)
         if op == "ping":
@@ -150,6 +159,8 @@ def handle(request: dict[str, Any], recognizer: Recognizer) -> dict[str, Any]:
         return {"ok": False, "code": "bad_request", "message": f"unknown operation {op!r}"}
     except ImageError as exc:
         return {"ok": False, "code": exc.code, "message": exc.message}
+    except StoreError as exc:
+        return {"ok": False, "code": "store_unavailable", "message": str(exc)}
     except UnknownCollection as exc:
         return {"ok": False, "code": "unknown_collection", "message": f"no collection {exc}"}
     except PoorReference as exc:
@@ -189,7 +200,7 @@ def run(conn: Connection, settings: MatcherSettings, redis_url: str, prefix: str
             break
         try:
             request = msgpack.unpackb(raw)
-            reply = handle(request, recognizer)
+            reply = handle(request, recognizer, follower)
         except Exception as exc:
             reply = {"ok": False, "code": "bad_request", "message": str(exc)}
         try:

@@ -47,6 +47,6 @@ def make_app(config: Config, catalog: Catalog, scheduler: Scheduler, pool: Worke
         pool=pool,
         websocket_max_message_size=config.server.max_message_bytes * 4,
         websocket_ping_interval=config.server.websocket_ping_seconds,
-        websocket_ping_timeout=config.server.websocket_ping_seconds * 2,
+        websocket_ping_timeout=config.server.websocket_ping_seconds,
         compress_response=True,
     )
