@@ -1,0 +1,7 @@
+"""python -m matcher add|import|list|remove|recognize: see matcher/cli.py."""
+
+import sys
+
+from matcher.cli import main
+
+sys.exit(main())
