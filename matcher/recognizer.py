@@ -51,6 +51,13 @@ def describe_reference_image(data: bytes, settings: MatcherSettings) -> Describe
             len(features),
             quality,
         )
+    if quality < settings.min_reference_quality:
+        raise PoorReference(
+            f"the image's features cover too little of it (quality {quality}, at least "
+            f"{settings.min_reference_quality} is needed): use an image with detail all over",
+            len(features),
+            quality,
+        )
     return DescribedReference(features, quality)
 
 

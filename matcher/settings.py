@@ -30,6 +30,8 @@ class MatcherSettings:
     """Keypoints are spread over a grid of this many cells per side."""
     min_reference_keypoints: int = 60
     """A reference with fewer usable keypoints than this is refused."""
+    min_reference_quality: float = 0.2
+    """A reference whose quality (0-1, keypoint amount x coverage) is below this is refused."""
 
     # Search
     candidates: int = 6
