@@ -1,0 +1,189 @@
+// Catchlight stream client: frames out, one reply per frame back (docs/protocol.md).
+//
+// Reusable without the camera page: it knows the wire format and the pacing
+// rule, nothing about the DOM. Messages are msgpack maps; the msgpack library
+// is the npm package @msgpack/msgpack, served by the server at
+// /vendor/msgpack/msgpack.min.js, which defines the global `MessagePack`.
+
+const RTT_WINDOW = 20;
+
+function msgpack() {
+  const lib = globalThis.MessagePack;
+  if (!lib) throw new Error("MessagePack is not loaded: include /vendor/msgpack/msgpack.min.js first");
+  return lib;
+}
+
+/** The websocket address of the stream for `collection`, on the server that served this page. */
+export function streamUrl(collection, base = window.location) {
+  const scheme = base.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${base.host}/v1/stream?collection=${encodeURIComponent(collection)}`;
+}
+
+/**
+ * A connection to /v1/stream.
+ *
+ * Pacing: `ready` is true while fewer frames are unanswered than `depth`.
+ * Depth starts at 1 (send the next frame when the reply arrives). When more
+ * of the round trip is spent outside the server (network, encoding) than in
+ * it, a second frame is allowed in flight so the worker is not idle during the
+ * transfer; a `skipped` reply means the server had to drop one, so depth goes
+ * back to 1.
+ *
+ * Callbacks (assign functions): onhello(hello), onresult(result),
+ * onskipped(reply), onerror(reply), onclose({code, reason, willRetry}).
+ * Every result/skipped/error reply that answers a frame carries `rtt_ms`.
+ */
+export class CatchlightClient {
+  constructor(collection, { url = streamUrl(collection), maxDepth = 2, reconnect = true } = {}) {
+    this.collection = collection;
+    this.url = url;
+    this.maxDepth = maxDepth;
+    this.reconnect = reconnect;
+    this.depth = 1;
+    this.hello = null;
+    this.socket = null;
+    this.nextId = 1;
+    this.pending = new Map(); // frame id -> performance.now() when sent
+    this.rtts = [];
+    this.retryDelay = 500;
+    this.closedByUser = false;
+    this.onhello = this.onresult = this.onskipped = this.onerror = this.onclose = null;
+  }
+
+  /** Open the socket; resolves with the server's hello, rejects if the socket closes first. */
+  connect() {
+    this.closedByUser = false;
+    return new Promise((resolve, reject) => {
+      const socket = new WebSocket(this.url);
+      socket.binaryType = "arraybuffer";
+      this.socket = socket;
+      socket.onmessage = (event) => {
+        const message = this._decode(event.data);
+        if (message === null) return;
+        if (message.type === "hello") {
+          this.hello = message;
+          this.retryDelay = 500;
+          resolve(message);
+        }
+        this._dispatch(message);
+      };
+      socket.onclose = (event) => {
+        if (this.socket !== socket) return;
+        this.socket = null;
+        this.hello = null;
+        this.pending.clear();
+        // 44xx: the server refused this request (unknown collection): retrying will not help.
+        const willRetry = this.reconnect && !this.closedByUser && !(event.code >= 4400 && event.code < 4500);
+        this._call(this.onclose, { code: event.code, reason: event.reason, willRetry });
+        reject(new Error(event.reason || `connection closed (${event.code})`));
+        if (willRetry) {
+          setTimeout(() => this.connect().catch(() => {}), this.retryDelay);
+          this.retryDelay = Math.min(this.retryDelay * 2, 8000);
+        }
+      };
+    });
+  }
+
+  close() {
+    this.closedByUser = true;
+    if (this.socket) this.socket.close(1000, "bye");
+  }
+
+  get connected() {
+    return this.socket !== null && this.socket.readyState === WebSocket.OPEN && this.hello !== null;
+  }
+
+  get inFlight() {
+    return this.pending.size;
+  }
+
+  /** True when a new frame may be sent now. */
+  get ready() {
+    return this.connected && this.pending.size < this.depth;
+  }
+
+  /** Largest image side the server matches at; larger frames only cost bandwidth. */
+  get frameMaxSide() {
+    return (this.hello && this.hello.frame_max_side) || 640;
+  }
+
+  /** Median round trip of the recent replies, in milliseconds (null before the first). */
+  get latencyMs() {
+    if (this.rtts.length === 0) return null;
+    const sorted = [...this.rtts].sort((a, b) => a - b);
+    return sorted[Math.floor(sorted.length / 2)];
+  }
+
+  /** Send one encoded image (Uint8Array of JPEG/PNG/WebP bytes); returns its frame id. */
+  sendFrame(image) {
+    if (!this.connected) throw new Error("not connected");
+    const id = this.nextId++;
+    this.pending.set(id, performance.now());
+    this.socket.send(msgpack().encode({ type: "frame", id, image }));
+    return id;
+  }
+
+  _decode(data) {
+    try {
+      const message = typeof data === "string" ? JSON.parse(data) : msgpack().decode(new Uint8Array(data));
+      return message && typeof message === "object" ? message : null;
+    } catch (err) {
+      console.warn("catchlight: undecodable message", err);
+      return null;
+    }
+  }
+
+  _dispatch(message) {
+    if (message.id !== undefined && message.id !== null && this.pending.has(message.id)) {
+      const sentAt = this.pending.get(message.id);
+      this.pending.delete(message.id);
+      message.rtt_ms = performance.now() - sentAt;
+      this.rtts.push(message.rtt_ms);
+      if (this.rtts.length > RTT_WINDOW) this.rtts.shift();
+      this._adapt(message);
+    }
+    if (message.type === "hello") this._call(this.onhello, message);
+    else if (message.type === "result") this._call(this.onresult, message);
+    else if (message.type === "skipped") this._call(this.onskipped, message);
+    else if (message.type === "error") this._call(this.onerror, message);
+  }
+
+  _adapt(message) {
+    if (message.type === "skipped") {
+      this.depth = 1;
+    } else if (message.type === "result" && message.timing) {
+      const server = message.timing.total_ms || 0;
+      const outside = message.rtt_ms - server;
+      this.depth = outside > server ? this.maxDepth : 1;
+    }
+  }
+
+  _call(callback, value) {
+    if (typeof callback !== "function") return;
+    try {
+      callback(value);
+    } catch (err) {
+      console.error("catchlight: callback failed", err);
+    }
+  }
+}
+
+/** Recognize one photo over HTTP (POST /v1/recognize); resolves with the result, throws Error with the server's message. */
+export async function recognizePhoto(file, collection) {
+  const response = await fetch(`/v1/recognize?collection=${encodeURIComponent(collection)}`, {
+    method: "POST",
+    body: file,
+    headers: { "Content-Type": file.type || "application/octet-stream" },
+  });
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    const message = body && body.error ? body.error.message : `HTTP ${response.status}`;
+    throw new Error(message);
+  }
+  return body;
+}
