@@ -335,7 +335,7 @@ class RedisCollectionStore(CollectionStore):
             raise NotFound(f"no collection {collection}")
 
         def read() -> list[Item]:
-            ids = sorted(i.decode() for i in self.redis.smembers(self._k_items(collection)))
+            ids = sorted(_text(i) for i in self.redis.smembers(self._k_items(collection)))
             with self.redis.pipeline(transaction=False) as pipe:
                 for item in ids:
                     pipe.hget(self._k_item(collection, item), "meta")
@@ -373,7 +373,7 @@ class RedisCollectionStore(CollectionStore):
         check_collection_name(collection)
 
         def drop() -> None:
-            ids = [i.decode() for i in self.redis.smembers(self._k_items(collection))]
+            ids = [_text(i) for i in self.redis.smembers(self._k_items(collection))]
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.srem(self._k_collections(), collection)
                 for item in ids:
@@ -388,7 +388,7 @@ class RedisCollectionStore(CollectionStore):
 
     def collections(self) -> list[CollectionSummary]:
         def read() -> list[CollectionSummary]:
-            names = sorted(n.decode() for n in self.redis.smembers(self._k_collections()))
+            names = sorted(_text(n) for n in self.redis.smembers(self._k_collections()))
             with self.redis.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.scard(self._k_items(name))
@@ -408,7 +408,7 @@ class RedisCollectionStore(CollectionStore):
     # -- what workers read ----------------------------------------------------
 
     def references(self, collection: str, batch: int = 256) -> Iterator[Reference]:
-        ids = sorted(i.decode() for i in self._run(self.redis.smembers, self._k_items(collection)))
+        ids = sorted(_text(i) for i in self._run(self.redis.smembers, self._k_items(collection)))
         for start in range(0, len(ids), batch):
             chunk = ids[start : start + batch]
 
@@ -416,7 +416,8 @@ class RedisCollectionStore(CollectionStore):
                 with self.redis.pipeline(transaction=False) as pipe:
                     for item in chunk:
                         pipe.hmget(self._k_item(collection, item), "meta", "features")
-                    return pipe.execute()  # type: ignore[no-any-return]
+                    replies: list[Any] = pipe.execute()
+                    return replies
 
             for meta, features in self._run(read):
                 if meta is not None and features is not None:
@@ -439,13 +440,17 @@ class RedisCollectionStore(CollectionStore):
             for entry_id, fields in entries:
                 changes.append(
                     Change(
-                        entry_id.decode(),
+                        _text(entry_id),
                         fields[b"collection"].decode(),
                         fields[b"item"].decode(),
                         fields[b"op"].decode(),
                     )
                 )
         return changes
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _pack_meta(item: Item) -> bytes:
@@ -464,7 +469,7 @@ def _pack_meta(item: Item) -> bytes:
     )
 
 
-def _unpack_meta(collection: str, data: bytes) -> Item:
+def _unpack_meta(collection: str, data: bytes | str) -> Item:
     m = msgpack.unpackb(data)
     return Item(
         collection,

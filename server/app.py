@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import tornado.web
 
@@ -23,7 +24,7 @@ VENDOR = {
 
 
 def make_app(config: Config, catalog: Catalog, scheduler: Scheduler, pool: WorkerPool) -> tornado.web.Application:
-    routes: list[tornado.routing._RuleList] = [  # type: ignore[name-defined]
+    routes: list[Any] = [
         (r"/", pages.CameraPage),
         (r"/collection", pages.CollectionPage),
         (r"/healthz", api.HealthHandler),
@@ -38,7 +39,7 @@ def make_app(config: Config, catalog: Catalog, scheduler: Scheduler, pool: Worke
     for name, folder in VENDOR.items():
         routes.append((rf"/vendor/{name}/(.*)", tornado.web.StaticFileHandler, {"path": str(folder)}))
     return tornado.web.Application(
-        routes,  # type: ignore[arg-type]
+        routes,
         template_path=str(ROOT / "templates"),
         static_path=str(ROOT / "static"),
         config=config,

@@ -83,6 +83,8 @@ class Catalog:
             reply = await job.future
         except JobFailed as exc:
             raise RequestRejected(exc.code, exc.message) from None
+        if reply is None:  # only stream frames are ever replaced
+            raise RequestRejected("internal", "the job was dropped")
         if not reply.get("ok"):
             extra = {k: v for k, v in reply.items() if k not in ("ok", "code", "message")}
             raise RequestRejected(reply.get("code", "internal"), reply.get("message", "failed"), **extra)

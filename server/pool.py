@@ -39,7 +39,8 @@ class JobFailed(Exception):
 @dataclass
 class Job:
     request: dict[str, Any]
-    future: asyncio.Future[dict[str, Any]]
+    future: asyncio.Future[dict[str, Any] | None]
+    """The worker's reply; None when a newer frame of the same stream replaced this one."""
     enqueued: float = field(default_factory=time.monotonic)
     started: float | None = None
 

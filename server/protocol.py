@@ -83,7 +83,8 @@ def decode_client_message(raw: bytes | str) -> FrameMessage:
 def encode(message: dict[str, Any], binary: bool) -> bytes | str:
     """A server message in the encoding the client used."""
     if binary:
-        return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
+        packed: bytes = msgpack.packb(message, use_bin_type=True)
+        return packed
     return json.dumps(message, separators=(",", ":"))
 
 

@@ -79,7 +79,7 @@ class Scheduler:
         """Queue a one-off job (HTTP recognize, reference description)."""
         if len(self._requests) >= self.max_queued_requests:
             raise Overloaded("too many requests are waiting for a matcher worker")
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         job = Job(request, future)
         self._requests.append(job)
         if None not in self._ready:
