@@ -28,12 +28,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import yaml
+from tqdm import tqdm
 
 from matcher.decode import ImageError
 from matcher.embedded_redis import RedisStartError, start_or_reuse
 from matcher.recognizer import PoorReference, Recognizer
 from matcher.settings import MatcherSettings
 from matcher.store import (
+    InvalidName,
     NotFound,
     RedisCollectionStore,
     StoreError,
@@ -190,7 +192,9 @@ def open_store(settings: CliSettings) -> Iterator[RedisCollectionStore]:
 
 
 def check_name(name: Any, settings: CliSettings) -> str:
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str):
+        raise CliError(f"the name must be text, not {json.dumps(name)}")
+    if not name.strip():
         raise CliError("a name is required: a short text naming the item")
     if len(name) > settings.max_name_length:
         raise CliError(f"the name is longer than {settings.max_name_length} characters")
@@ -407,8 +411,6 @@ def _prepared_in_parallel(
 
 
 def cmd_import(args: argparse.Namespace, settings: CliSettings, out: TextIO) -> int:
-    from tqdm import tqdm
-
     collection = _checked_collection(args.collection)
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -432,11 +434,17 @@ def cmd_import(args: argparse.Namespace, settings: CliSettings, out: TextIO) -> 
 
     imported: list[dict[str, Any]] = []
     replaced = 0
-    started = time.perf_counter()
     with open_store(settings) as store:
         existing = {i.item for i in store.list_items(collection)} if store.has_collection(collection) else set()
+        started = time.perf_counter()
         outcomes = _prepared_in_parallel(tasks, args.jobs, settings)
-        bar = tqdm(total=len(tasks), unit="img", desc=f"import {collection}", disable=True if args.quiet else None)
+        bar = tqdm(
+            total=len(images),
+            initial=len(images) - len(tasks),
+            unit="img",
+            desc=f"import {collection}",
+            disable=True if args.quiet else None,  # None: only on a terminal
+        )
         try:
             for outcome in outcomes:
                 task = outcome.task
@@ -560,10 +568,8 @@ def cmd_remove(args: argparse.Namespace, settings: CliSettings, out: TextIO) -> 
                 out.write(f"Removed item {item} from {collection}.\n")
             except NotFound:
                 missing.append(item)
-            except StoreError as exc:
-                if isinstance(exc, StoreUnavailable):
-                    raise
-                missing.append(item)
+            except InvalidName as exc:
+                raise CliError(f"invalid item id {item!r}: {exc}") from None
         if missing:
             known = "" if store.has_collection(collection) else f" (there is no collection {collection})"
             raise CliError(f"no item {', '.join(missing)} in collection {collection}{known}")
@@ -731,7 +737,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        print(f"{PROG} {args.command}: interrupted (every item stored so far is complete)", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (e.g. `| head`); stay quiet like other command-line tools.

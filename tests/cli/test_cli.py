@@ -271,3 +271,23 @@ def test_item_added_to_a_running_servers_data_dir_is_recognized_within_a_second(
     assert found["item"] == added["item"]
     assert corner_error(found["corners"], truth) < CORNER_TOLERANCE_PX
     assert elapsed < 1.0
+
+
+def test_cli_reads_the_shipped_config_like_the_server() -> None:
+    from matcher.cli import load_settings
+    from server.config import load_config
+
+    shipped = ROOT / "config.yaml"
+    cli = load_settings(shipped, {"CATCHLIGHT_MATCHER_MIN_INLIERS": "20", "REDIS_URL": "redis://example:6379/1"})
+    server = load_config(shipped, env={"CATCHLIGHT_MATCHER_MIN_INLIERS": "20", "REDIS_URL": "redis://example:6379/1"})
+    assert cli.matcher == server.matcher
+    assert (cli.data_dir, cli.redis_url, cli.redis_prefix, cli.thumbnail_side) == (
+        server.server.data_dir,
+        server.server.redis_url,
+        server.server.redis_prefix,
+        server.server.thumbnail_side,
+    )
+    assert (cli.max_name_length, cli.max_metadata_bytes) == (
+        server.server.max_name_length,
+        server.server.max_metadata_bytes,
+    )
