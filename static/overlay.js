@@ -260,9 +260,12 @@ export class Overlay {
     }
     const cardW = entry.cardWidth;
     const cardH = card.offsetHeight || 60;
-    // Card box (CSS px) -> reference pixels: full reference width, along the bottom edge.
+    // Card box (CSS px) -> reference pixels: as wide as the reference, along its bottom edge,
+    // inside it while that hides at most half of the object, else just below it in the same plane.
     const k = refW / cardW;
-    const cardToRef = [k, 0, 0, 0, k, refH - cardH * k, 0, 0, 1];
+    const inside = cardH * k <= 0.5 * refH;
+    card.dataset.placement = inside ? "inside" : "below";
+    const cardToRef = [k, 0, 0, 0, k, inside ? refH - cardH * k : refH, 0, 0, 1];
     card.style.transform = matrix3d(multiply(toBox, multiply(H, cardToRef)));
   }
 }
