@@ -1,0 +1,125 @@
+"""A fake camera for Chromium: a reference moving in perspective over a background, with ground truth.
+
+Chromium plays a .y4m file as its camera (--use-file-for-fake-video-capture)
+and loops it. Every frame carries its index as a 7-bit barcode in the
+bottom-right corner, so a test can tell which frame a JPEG sent by the page
+was taken from, and so which corners the overlay must show for it.
+
+The background is generated (smooth colour noise, paper-like rectangles and
+text), so it is not in any collection and needs no download.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bench.scenes import paste
+
+WIDTH, HEIGHT = 640, 480
+BARCODE_BITS = 7
+BARCODE_CELL = 14
+# Top-left of the barcode's first cell; a white margin of 4 px surrounds the cells.
+BARCODE_X = WIDTH - BARCODE_BITS * BARCODE_CELL - 8
+BARCODE_Y = HEIGHT - BARCODE_CELL - 8
+
+
+@dataclass(frozen=True)
+class FakeCamera:
+    path: Path
+    fps: int
+    corners: np.ndarray
+    """(N, 4, 2) float64: the reference's TL, TR, BR, BL in frame pixels for each of the N frames."""
+
+
+def background(seed: int = 7) -> np.ndarray:
+    """A desk-like (HEIGHT, WIDTH, 3) uint8 BGR scene that matches no reference."""
+    rng = np.random.default_rng(seed)
+    # A muted, wood-like table top: one tint, varying brightness.
+    tint = np.array([0.78, 0.9, 1.0], np.float32)
+    coarse = (rng.uniform(95, 175, (6, 8, 1)) * tint).astype(np.float32)
+    image = cv2.resize(coarse, (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC)
+    image += cv2.GaussianBlur(rng.normal(0, 18, (HEIGHT, WIDTH, 3)).astype(np.float32), (0, 0), 1.2)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    for _ in range(5):
+        centre = (float(rng.uniform(0, WIDTH)), float(rng.uniform(0, HEIGHT)))
+        size = (float(rng.uniform(90, 220)), float(rng.uniform(60, 160)))
+        box = cv2.boxPoints((centre, size, float(rng.uniform(0, 180)))).astype(np.int32)
+        shade = tuple(int(v) for v in rng.uniform(200, 245, 3))
+        cv2.fillConvexPoly(image, box, shade, lineType=cv2.LINE_AA)
+        x0, y0 = box.min(axis=0)
+        for line in range(3):
+            text = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz  "), 12))
+            cv2.putText(
+                image,
+                text,
+                (int(x0) + 10, int(y0) + 25 + 18 * line),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.45,
+                (60, 60, 60),
+                1,
+                cv2.LINE_AA,
+            )
+    return image
+
+
+def quad_at(t: float, ref_w: int, ref_h: int) -> np.ndarray:
+    """Corners (4, 2) of the reference at phase t in [0, 1): a closed, smooth path, so the loop has no jump."""
+    angle = 2 * np.pi * t
+    longer = 300 * (1 + 0.08 * np.cos(2 * angle))
+    w, h = (longer, longer * ref_h / ref_w) if ref_w >= ref_h else (longer * ref_w / ref_h, longer)
+    quad = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
+    # Tilted away at the top: the far edge looks shorter.
+    far = 0.86 + 0.06 * np.sin(angle)
+    quad[:2, 0] *= far
+    rotation = np.radians(12 * np.sin(angle))
+    R = np.array([[np.cos(rotation), -np.sin(rotation)], [np.sin(rotation), np.cos(rotation)]])
+    centre = np.array([WIDTH / 2 + 110 * np.cos(angle), HEIGHT / 2 - 10 + 55 * np.sin(angle)])
+    return quad @ R.T + centre
+
+
+def draw_barcode(frame: np.ndarray, index: int) -> None:
+    cv2.rectangle(frame, (BARCODE_X - 4, BARCODE_Y - 4), (WIDTH - 4, HEIGHT - 4), (255, 255, 255), -1)
+    for bit in range(BARCODE_BITS):
+        if index >> bit & 1:
+            x = BARCODE_X + bit * BARCODE_CELL
+            cv2.rectangle(frame, (x, BARCODE_Y), (x + BARCODE_CELL - 1, BARCODE_Y + BARCODE_CELL - 1), (0, 0, 0), -1)
+
+
+def read_barcode(frame: np.ndarray) -> int:
+    """The frame index drawn by draw_barcode, read from a (possibly JPEG-compressed) BGR frame of WIDTH x HEIGHT."""
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+    index = 0
+    for bit in range(BARCODE_BITS):
+        x = BARCODE_X + bit * BARCODE_CELL
+        cell = gray[BARCODE_Y + 3 : BARCODE_Y + BARCODE_CELL - 3, x + 3 : x + BARCODE_CELL - 3]
+        if cell.mean() < 128:
+            index |= 1 << bit
+    return index
+
+
+def make_fake_camera(reference: np.ndarray, path: Path, seconds: float = 4.0, fps: int = 15) -> FakeCamera:
+    """Write a y4m of `reference` (BGR) moving over the background; returns the ground truth per frame."""
+    count = round(seconds * fps)
+    assert count < 2**BARCODE_BITS
+    ref_h, ref_w = reference.shape[:2]
+    scene = background()
+    corners = np.stack([quad_at(i / count, ref_w, ref_h) for i in range(count)])
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(count):
+            frame = paste(scene, reference, corners[i])
+            draw_barcode(frame, i)
+            out.write(b"FRAME\n")
+            out.write(cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return FakeCamera(path, fps, corners)
+
+
+def composite_photo(reference: np.ndarray, t: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """One still frame (BGR) of the scene at phase t, without barcode, and the reference's corners in it."""
+    ref_h, ref_w = reference.shape[:2]
+    corners = quad_at(t, ref_w, ref_h)
+    return paste(background(), reference, corners), corners

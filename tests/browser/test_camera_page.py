@@ -1,0 +1,270 @@
+"""The pages in a real browser: Debian's Chromium with a fake camera, against the real server.
+
+The fake camera plays a reference (the demo's coffee cup) moving in perspective
+over a generated background; each video frame carries its index as a barcode.
+The test listens to the page's websocket, reads the barcode of every JPEG the
+page sends, and so knows the true corners of the object in the frame behind
+each result the page draws.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import msgpack
+import numpy as np
+import pytest
+from fake_camera import (
+    BARCODE_BITS,
+    BARCODE_CELL,
+    BARCODE_X,
+    BARCODE_Y,
+    composite_photo,
+    make_fake_camera,
+    read_barcode,
+)
+
+from bench.scenes import jpeg
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT / ".cache" / "demo" / "coffee.png"
+REFERENCE_NAME = "Coffee cup"
+COLLECTION = "demo"
+VIEWPORT = {"width": 960, "height": 640}  # 3:2 page over a 4:3 camera: object-fit crops, the mapping must follow
+
+CORNER_TOLERANCE_PX = 5.0  # drawn vs true corners, in camera pixels (the matcher finds them within ~1-3 px)
+CSS_SLACK_PX = 1.5  # rounding in the SVG points and the card's matrix
+SAMPLES = 6
+MIN_TRAVEL_PX = 40.0  # the object moves ~220 px across the loop; the outline must follow it
+MAX_FRAMES_BEHIND = 6  # at 15 fps: the outline belongs to a frame at most 400 ms older than the picture (1-3 seen)
+WAIT_MS = 20_000
+BARCODE = {"x": BARCODE_X, "y": BARCODE_Y, "cell": BARCODE_CELL, "bits": BARCODE_BITS}
+
+# What the page draws for an item, and (for the camera) the index of the video frame on screen at that moment,
+# read from the barcode of the fake camera's frame.
+SNAPSHOT_JS = """
+([item, barcode]) => {
+  const group = document.querySelector(`#camera-overlay g.item[data-item="${item}"]`)
+    || document.querySelector(`#photo-overlay g.item[data-item="${item}"]`);
+  if (!group || !group.dataset.mediaCorners) return null;
+  const layer = group.closest(".overlay");
+  const media = layer.previousElementSibling;
+  const card = layer.querySelector(`.card[data-item="${item}"]`);
+  const matrix = new DOMMatrix(getComputedStyle(card).transform);
+  const project = (x, y) => {
+    const p = matrix.transformPoint(new DOMPoint(x, y, 0, 1));
+    return [p.x / p.w, p.y / p.w];
+  };
+  const [w, h] = [card.offsetWidth, card.offsetHeight];
+  return {
+    frameId: Number(group.dataset.frameId),
+    mediaCorners: JSON.parse(group.dataset.mediaCorners),
+    polygon: group.querySelector("polygon").getAttribute("points").trim().split(/\\s+/)
+      .map((p) => p.split(",").map(Number)),
+    box: [media.clientWidth, media.clientHeight],
+    intrinsic: media.videoWidth ? [media.videoWidth, media.videoHeight] : [media.naturalWidth, media.naturalHeight],
+    fit: getComputedStyle(media).objectFit,
+    cardTop: [project(0, 0), project(w, 0)],
+    cardBottom: [project(0, h), project(w, h)],
+    cardPlacement: card.dataset.placement,
+    cardText: card.textContent,
+    shownFrame: barcode && media.videoWidth ? readBarcode(media, barcode) : null,
+  };
+
+  function readBarcode(video, { x, y, cell, bits }) {
+    const canvas = document.createElement("canvas");
+    [canvas.width, canvas.height] = [video.videoWidth, video.videoHeight];
+    const context = canvas.getContext("2d", { willReadFrequently: true });
+    context.drawImage(video, 0, 0);
+    let index = 0;
+    for (let bit = 0; bit < bits; bit++) {
+      const [r, g, b] = context.getImageData(x + bit * cell + cell / 2, y + cell / 2, 1, 1).data;
+      if ((r + g + b) / 3 < 128) index |= 1 << bit;
+    }
+    return index;
+  }
+}
+"""
+
+
+def media_to_css(points: np.ndarray, box: list[float], intrinsic: list[float], fit: str) -> np.ndarray:
+    """Intrinsic media pixels -> CSS pixels of the element box, for a centred object-fit (computed independently of the page)."""
+    (bw, bh), (iw, ih) = box, intrinsic
+    scale = {"cover": max, "contain": min}[fit](bw / iw, bh / ih)
+    offset = np.array([(bw - iw * scale) / 2, (bh - ih * scale) / 2])
+    return points * scale + offset, scale
+
+
+def check_drawn_item(snapshot: dict, truth: np.ndarray) -> float:
+    """Assert the outline and card sit on the true corners; returns the corner error in media pixels."""
+    drawn = np.array(snapshot["mediaCorners"])
+    error = float(np.max(np.linalg.norm(drawn - truth, axis=1)))
+    assert error < CORNER_TOLERANCE_PX, f"outline corners {drawn.round(1).tolist()} vs true {truth.round(1).tolist()}"
+    expected_css, scale = media_to_css(truth, snapshot["box"], snapshot["intrinsic"], snapshot["fit"])
+    polygon = np.array(snapshot["polygon"])
+    css_error = float(np.max(np.linalg.norm(polygon - expected_css, axis=1)))
+    assert css_error < CORNER_TOLERANCE_PX * scale + CSS_SLACK_PX, (
+        f"outline drawn at {polygon.tolist()}, object at {expected_css.tolist()}"
+    )
+    # The card lies in the object's plane along its bottom edge: inside the object its bottom corners are the
+    # object's BL and BR; when it would hide most of a small object, its top corners are, just below it.
+    edge = "cardBottom" if snapshot["cardPlacement"] == "inside" else "cardTop"
+    card_edge = np.array(snapshot[edge])
+    card_error = float(np.max(np.linalg.norm(card_edge - polygon[[3, 2]], axis=1)))
+    assert card_error < CSS_SLACK_PX + 1, (
+        f"card {edge} {card_edge.tolist()} vs outline bottom {polygon[[3, 2]].tolist()}"
+    )
+    return error
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    image = cv2.imread(str(REFERENCE))
+    assert image is not None, f"{REFERENCE} missing: run scripts/setup"
+    return image
+
+
+@pytest.fixture(scope="module")
+def fake_camera(reference, tmp_path_factory):  # type: ignore[no-untyped-def]
+    return make_fake_camera(reference, tmp_path_factory.mktemp("camera") / "coffee.y4m")
+
+
+def test_overlay_follows_the_object_seen_by_the_camera(page_server, launch_chromium, fake_camera, artifacts):  # type: ignore[no-untyped-def]
+    item = page_server.item_named(COLLECTION, REFERENCE_NAME)["item"]
+    browser = launch_chromium(
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={fake_camera.path}",
+    )
+    page = browser.new_page(viewport=VIEWPORT)
+    video_frame_of: dict[int, int] = {}  # frame id sent by the page -> index of the fake camera frame in its JPEG
+
+    def on_frame_sent(payload: bytes | str) -> None:
+        if isinstance(payload, str):
+            return
+        message = msgpack.unpackb(payload)
+        image = cv2.imdecode(np.frombuffer(message["image"], np.uint8), cv2.IMREAD_GRAYSCALE)
+        assert image.shape == (480, 640), "the page should send the 640x480 camera frame at full size"
+        video_frame_of[message["id"]] = read_barcode(image)
+
+    page.on("websocket", lambda ws: ws.on("framesent", on_frame_sent))
+    page.goto(f"{page_server.url}/?collection={COLLECTION}")
+    page.wait_for_selector(f'#camera-overlay g.item[data-item="{item}"]', state="attached", timeout=WAIT_MS)
+
+    samples = []
+    last_id = 0
+    for _ in range(SAMPLES):
+        # A result for a frame at least 3 frames after the previous sample: the object has moved meanwhile.
+        page.wait_for_function(
+            """([item, after]) => {
+                const g = document.querySelector(`#camera-overlay g.item[data-item="${item}"]`);
+                return g && Number(g.dataset.frameId) > after;
+            }""",
+            arg=[item, last_id + 2],
+            timeout=WAIT_MS,
+        )
+        snapshot = page.evaluate(SNAPSHOT_JS, [item, BARCODE])
+        assert snapshot is not None
+        last_id = snapshot["frameId"]
+        assert last_id in video_frame_of, "the overlay shows a frame the page never sent"
+        truth = fake_camera.corners[video_frame_of[last_id]]
+        snapshot["error"] = check_drawn_item(snapshot, truth)
+        snapshot["videoFrame"] = video_frame_of[last_id]
+        # How far the overlay trails the picture on screen: the result belongs to an earlier frame.
+        frames = len(fake_camera.corners)
+        snapshot["behind"] = (snapshot["shownFrame"] - snapshot["videoFrame"]) % frames
+        assert snapshot["behind"] <= MAX_FRAMES_BEHIND, f"the overlay is {snapshot['behind']} camera frames late"
+        shown_truth = fake_camera.corners[snapshot["shownFrame"]]
+        snapshot["offset"] = float(np.max(np.linalg.norm(np.array(snapshot["mediaCorners"]) - shown_truth, axis=1)))
+        samples.append(snapshot)
+    assert REFERENCE_NAME in samples[-1]["cardText"]
+
+    # The outline moved with the object: different camera frames, and the drawn corners travelled.
+    assert len({s["videoFrame"] for s in samples}) >= SAMPLES - 1
+    drawn = np.array([s["mediaCorners"] for s in samples])
+    travel = float(np.max(np.linalg.norm(drawn - drawn[0], axis=2)))
+    assert travel > MIN_TRAVEL_PX, f"the outline stayed put (moved {travel:.1f} px)"
+
+    stats_js = "() => ({fps: Number(document.getElementById('fps').dataset.value), latency_ms: Number(document.getElementById('latency').dataset.value)})"
+    page.wait_for_function(
+        f"() => {{ const s = ({stats_js})(); return s.fps > 0 && s.latency_ms > 0; }}", timeout=WAIT_MS
+    )
+    shown = page.evaluate(stats_js)
+    assert 0 < shown["latency_ms"] < 2000
+    page.screenshot(path=str(artifacts / "camera_page.png"))
+    report = {
+        **shown,
+        "corner_errors_px": [round(s["error"], 2) for s in samples],
+        "frames_behind_screen": [s["behind"] for s in samples],
+        "offset_from_shown_frame_px": [round(s["offset"], 1) for s in samples],
+        "travel_px": round(travel, 1),
+    }
+    (artifacts / "camera_page.json").write_text(json.dumps(report, indent=2) + "\n")
+    print("camera page:", report)
+
+
+@pytest.mark.parametrize(
+    "flags, state",
+    [
+        pytest.param((), "absent", id="no-camera"),
+        pytest.param(("--use-fake-device-for-media-stream", "--deny-permission-prompts"), "refused", id="refused"),
+    ],
+)
+def test_without_a_camera_the_page_says_so_and_recognizes_an_uploaded_photo(  # type: ignore[no-untyped-def]
+    page_server, launch_chromium, reference, artifacts, flags, state
+):
+    item = page_server.item_named(COLLECTION, REFERENCE_NAME)["item"]
+    page = launch_chromium(*flags).new_page(viewport={"width": 390, "height": 780})  # phone-sized
+    page.goto(f"{page_server.url}/?collection={COLLECTION}")
+    page.wait_for_selector("#status-upload:not([hidden])", timeout=WAIT_MS)
+    assert page.get_attribute("body", "data-camera") == state
+    page.screenshot(path=str(artifacts / f"no_camera_{state}.png"))
+    message = page.inner_text("#status-text")
+    assert ("refused" if state == "refused" else "No camera") in message
+
+    photo, truth = composite_photo(reference)
+    page.set_input_files(
+        "#photo-input", files=[{"name": "desk.jpg", "mimeType": "image/jpeg", "buffer": jpeg(photo, 90)}]
+    )
+    page.wait_for_selector("body[data-photo-items]", state="attached", timeout=WAIT_MS)
+    assert page.get_attribute("body", "data-photo-items") == "1"
+    assert REFERENCE_NAME in page.inner_text("#photo-message")
+    snapshot = page.evaluate(SNAPSHOT_JS, [item, None])
+    assert snapshot is not None and snapshot["fit"] == "contain"
+    check_drawn_item(snapshot, truth)
+    page.screenshot(path=str(artifacts / f"upload_{state}.png"))
+
+
+def test_collection_page_lists_every_item_with_its_thumbnail(page_server, launch_chromium, artifacts):  # type: ignore[no-untyped-def]
+    items = page_server.get_json(f"/v1/collections/{COLLECTION}/items")["items"]
+    collections = page_server.get_json("/v1/collections")["collections"]
+    page = launch_chromium().new_page(viewport={"width": 1280, "height": 2000})
+    page.goto(f"{page_server.url}/collection?collection={COLLECTION}")
+    page.wait_for_selector("body[data-items]", state="attached", timeout=WAIT_MS)
+    assert page.locator("#items li.tile").count() == len(items)
+    assert sorted(page.eval_on_selector_all("#items li.tile", "els => els.map(e => e.dataset.item)")) == sorted(
+        i["item"] for i in items
+    )
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#items img')].every(img => img.complete && img.naturalWidth > 0)",
+        timeout=WAIT_MS,
+    )
+    tile_text = page.inner_text(f'#items li.tile[data-item="{items[0]["item"]}"]')
+    assert items[0]["name"] in tile_text and str(items[0]["keypoints"]) in tile_text
+    assert page.locator("#switcher option").count() == len(collections)
+
+    page.click(f'#items li.tile[data-item="{items[0]["item"]}"] button.thumb')
+    page.wait_for_function(
+        """() => {
+            const viewer = document.getElementById("viewer");
+            const img = viewer.querySelector("img");
+            return !viewer.hidden && img.complete && img.naturalWidth > 0;
+        }""",
+        timeout=WAIT_MS,
+    )
+    page.screenshot(path=str(artifacts / "collection_fullscreen.png"))
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => document.getElementById('viewer').hidden", timeout=WAIT_MS)
+    page.screenshot(path=str(artifacts / "collection_page.png"))
