@@ -30,7 +30,12 @@ const canvas = document.createElement("canvas");
 let mode = "starting"; // "camera" | "photo" | "starting" | "no-camera"
 let cameraLive = false;
 let encoding = false;
-let lastFrameTime = -1;
+// A camera frame is sent at most once: requestVideoFrameCallback counts the frames the video presents
+// (where it is missing, a changed currentTime stands for a new frame).
+const countsFrames = "requestVideoFrameCallback" in HTMLVideoElement.prototype;
+let presentedFrames = 0;
+let sentFrame = -1;
+let streamProblem = "";
 const resultTimes = [];
 
 // ---- status and stats ------------------------------------------------------------------------
@@ -143,17 +148,19 @@ function showCamera() {
   mode = "camera";
   page.dataset.mode = mode;
   photoOverlay.clear();
-  setStatus("live", "");
+  setStatus(streamProblem ? "error" : "live", streamProblem);
   pump();
 }
 
 /** Send the newest camera frame if the client has room for one. */
 async function pump() {
   if (mode !== "camera" || !cameraLive || encoding || !client.ready) return;
-  if (video.readyState < 2 || !video.videoWidth || video.currentTime === lastFrameTime) return;
+  if (video.readyState < 2 || !video.videoWidth) return;
+  const frame = countsFrames ? presentedFrames : video.currentTime;
+  if (frame === sentFrame) return;
   encoding = true;
   try {
-    lastFrameTime = video.currentTime;
+    sentFrame = frame;
     const scale = Math.min(1, client.frameMaxSide / Math.max(video.videoWidth, video.videoHeight));
     canvas.width = Math.round(video.videoWidth * scale);
     canvas.height = Math.round(video.videoHeight * scale);
@@ -167,10 +174,11 @@ async function pump() {
   }
 }
 
-// Poll for new video frames; requestVideoFrameCallback where available, else every animation frame.
+// Offer each new video frame to the stream (every animation frame where frames are not counted).
 function watchFrames() {
-  const next = video.requestVideoFrameCallback ? (cb) => video.requestVideoFrameCallback(cb) : requestAnimationFrame;
-  const tick = () => {
+  const next = countsFrames ? (cb) => video.requestVideoFrameCallback(cb) : requestAnimationFrame;
+  const tick = (_now, metadata) => {
+    if (countsFrames) presentedFrames = metadata ? metadata.presentedFrames : presentedFrames + 1;
     pump();
     next(tick);
   };
@@ -195,7 +203,8 @@ client.onresult = (result) => {
 client.onskipped = () => pump();
 client.onerror = (error) => {
   if (error.code === "unknown_collection") {
-    setStatus("error", `There is no collection “${collection}”. Pick one on the collection page.`);
+    streamProblem = `There is no collection “${collection}”. Pick one on the collection page.`;
+    if (mode !== "no-camera") setStatus("error", streamProblem);
   } else {
     console.warn("catchlight:", error.code, error.message);
   }
