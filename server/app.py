@@ -34,6 +34,7 @@ def make_app(config: Config, catalog: Catalog, scheduler: Scheduler, pool: Worke
         (ITEM, api.ItemHandler),
         (ITEM + r"/thumbnail", api.ThumbnailHandler),
         (r"/v1/recognize", api.RecognizeHandler),
+        (r"/v1/openapi.json", api.OpenApiHandler, {"document": api.OpenApiHandler.load()}),
         (r"/v1/stream", stream.StreamHandler),
     ]
     for name, folder in VENDOR.items():

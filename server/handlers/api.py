@@ -116,3 +116,24 @@ class HealthHandler(ApiHandler):
         ready = pool.ready_count
         body = {"status": "ok" if ready else "starting", "workers": pool.size, "workers_ready": ready}
         self.send_json(body, 200 if ready else 503)
+
+
+class OpenApiHandler(ApiHandler):
+    """docs/openapi.yaml as JSON. `load` runs once, in make_app, so a broken document stops start-up."""
+
+    @staticmethod
+    def load() -> bytes:
+        import json
+        from pathlib import Path
+
+        import yaml
+
+        source = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+        return json.dumps(yaml.safe_load(source.read_text(encoding="utf-8")), separators=(",", ":")).encode()
+
+    def initialize(self, document: bytes) -> None:
+        self.document = document
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(self.document)
