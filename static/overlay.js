@@ -152,6 +152,8 @@ export class Overlay {
     this.cards = el("div", "cards");
     layer.replaceChildren(this.svg, this.cards);
     this.shown = new Map(); // item id -> {item, frame, seenAt, polygon, card}
+    // A card whose content changes height (a revealed note) must be placed again to stay on its edge.
+    this.resizes = new ResizeObserver(() => this.layout());
   }
 
   /** Draw the items of a result (frame size result.width x result.height). */
@@ -209,12 +211,14 @@ export class Overlay {
       if ((event.key === "Enter" || event.key === " ") && this.onselect) this.onselect(entry.item);
     });
     this.cards.append(card);
+    this.resizes.observe(card);
     const entry = { item, group, polygon, card, cardWidth: 0 };
     this.shown.set(item.item, entry);
     return entry;
   }
 
   _remove(id, entry) {
+    this.resizes.unobserve(entry.card);
     entry.group.remove();
     entry.card.remove();
     this.shown.delete(id);

@@ -66,19 +66,24 @@ def background(seed: int = 7) -> np.ndarray:
     return image
 
 
+def quad(
+    ref_w: int, ref_h: int, centre: tuple[float, float], longer: float, rotation_deg: float, far: float
+) -> np.ndarray:
+    """Corners (4, 2) of a reference whose longer side spans `longer` px, tilted so its top edge is `far` times shorter."""
+    w, h = (longer, longer * ref_h / ref_w) if ref_w >= ref_h else (longer * ref_w / ref_h, longer)
+    corners = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
+    corners[:2, 0] *= far
+    rotation = np.radians(rotation_deg)
+    R = np.array([[np.cos(rotation), -np.sin(rotation)], [np.sin(rotation), np.cos(rotation)]])
+    return corners @ R.T + np.asarray(centre, np.float64)
+
+
 def quad_at(t: float, ref_w: int, ref_h: int) -> np.ndarray:
     """Corners (4, 2) of the reference at phase t in [0, 1): a closed, smooth path, so the loop has no jump."""
     angle = 2 * np.pi * t
+    centre = (WIDTH / 2 + 110 * np.cos(angle), HEIGHT / 2 - 10 + 55 * np.sin(angle))
     longer = 300 * (1 + 0.08 * np.cos(2 * angle))
-    w, h = (longer, longer * ref_h / ref_w) if ref_w >= ref_h else (longer * ref_w / ref_h, longer)
-    quad = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
-    # Tilted away at the top: the far edge looks shorter.
-    far = 0.86 + 0.06 * np.sin(angle)
-    quad[:2, 0] *= far
-    rotation = np.radians(12 * np.sin(angle))
-    R = np.array([[np.cos(rotation), -np.sin(rotation)], [np.sin(rotation), np.cos(rotation)]])
-    centre = np.array([WIDTH / 2 + 110 * np.cos(angle), HEIGHT / 2 - 10 + 55 * np.sin(angle)])
-    return quad @ R.T + centre
+    return quad(ref_w, ref_h, centre, longer, 12 * np.sin(angle), 0.86 + 0.06 * np.sin(angle))
 
 
 def draw_barcode(frame: np.ndarray, index: int) -> None:
@@ -118,8 +123,9 @@ def make_fake_camera(reference: np.ndarray, path: Path, seconds: float = 4.0, fp
     return FakeCamera(path, fps, corners)
 
 
-def composite_photo(reference: np.ndarray, t: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    """One still frame (BGR) of the scene at phase t, without barcode, and the reference's corners in it."""
-    ref_h, ref_w = reference.shape[:2]
-    corners = quad_at(t, ref_w, ref_h)
-    return paste(background(), reference, corners), corners
+def composite_photo(references: list[np.ndarray], corners: list[np.ndarray]) -> np.ndarray:
+    """A still BGR photo of the background with each reference pasted at its corners."""
+    photo = background()
+    for reference, quad_corners in zip(references, corners, strict=True):
+        photo = paste(photo, reference, quad_corners)
+    return photo

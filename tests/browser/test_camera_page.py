@@ -23,13 +23,16 @@ from fake_camera import (
     BARCODE_Y,
     composite_photo,
     make_fake_camera,
+    quad,
+    quad_at,
     read_barcode,
 )
 
 from bench.scenes import jpeg
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERENCE = ROOT / ".cache" / "demo" / "coffee.png"
+DEMO = ROOT / ".cache" / "demo"  # the demo collection's images (scripts/setup)
+REFERENCE = DEMO / "coffee.png"
 REFERENCE_NAME = "Coffee cup"
 COLLECTION = "demo"
 VIEWPORT = {"width": 960, "height": 640}  # 3:2 page over a 4:3 camera: object-fit crops, the mapping must follow
@@ -205,6 +208,15 @@ def test_overlay_follows_the_object_seen_by_the_camera(page_server, launch_chrom
     print("camera page:", report)
 
 
+def upload_photo(page, photo: np.ndarray) -> str:  # type: ignore[no-untyped-def]
+    """Give the page's photo input a JPEG of `photo`; returns how many items the page says it found."""
+    page.set_input_files(
+        "#photo-input", files=[{"name": "desk.jpg", "mimeType": "image/jpeg", "buffer": jpeg(photo, 90)}]
+    )
+    page.wait_for_selector("body[data-photo-items]", state="attached", timeout=WAIT_MS)
+    return page.get_attribute("body", "data-photo-items")
+
+
 @pytest.mark.parametrize(
     "flags, state",
     [
@@ -224,17 +236,45 @@ def test_without_a_camera_the_page_says_so_and_recognizes_an_uploaded_photo(  # 
     message = page.inner_text("#status-text")
     assert ("refused" if state == "refused" else "No camera") in message
 
-    photo, truth = composite_photo(reference)
-    page.set_input_files(
-        "#photo-input", files=[{"name": "desk.jpg", "mimeType": "image/jpeg", "buffer": jpeg(photo, 90)}]
-    )
-    page.wait_for_selector("body[data-photo-items]", state="attached", timeout=WAIT_MS)
-    assert page.get_attribute("body", "data-photo-items") == "1"
+    truth = quad_at(0.3, reference.shape[1], reference.shape[0])
+    assert upload_photo(page, composite_photo([reference], [truth])) == "1"
     assert REFERENCE_NAME in page.inner_text("#photo-message")
     snapshot = page.evaluate(SNAPSHOT_JS, [item, None])
     assert snapshot is not None and snapshot["fit"] == "contain"
     check_drawn_item(snapshot, truth)
     page.screenshot(path=str(artifacts / f"upload_{state}.png"))
+
+
+def test_cards_offer_each_items_action(page_server, launch_chromium, artifacts):  # type: ignore[no-untyped-def]
+    astronaut = page_server.item_named(COLLECTION, "Astronaut")  # action: open a url
+    rocket = page_server.item_named(COLLECTION, "Rocket")  # action: show a text
+    page = launch_chromium().new_page(viewport=VIEWPORT)
+    page.goto(f"{page_server.url}/?collection={COLLECTION}")
+    page.wait_for_selector("#status-upload:not([hidden])", timeout=WAIT_MS)
+
+    truth = quad(512, 512, (300, 240), 330, -8, 0.9)
+    assert upload_photo(page, composite_photo([cv2.imread(str(DEMO / "astronaut.png"))], [truth])) == "1"
+    check_drawn_item(page.evaluate(SNAPSHOT_JS, [astronaut["item"], None]), truth)
+    link = page.locator(f'#photo-overlay .card[data-item="{astronaut["item"]}"] a[data-action="url"]')
+    assert link.get_attribute("href") == astronaut["metadata"]["action"]["url"]
+    assert link.get_attribute("target") == "_blank"
+    # Tapping a card opens its details, with the action, in a sheet that does not move with the object.
+    page.locator(f'#photo-overlay .card[data-item="{astronaut["item"]}"] .card-name').click()
+    page.wait_for_selector("#details:not([hidden])", timeout=WAIT_MS)
+    assert "Astronaut" in page.inner_text("#details")
+    assert page.locator('#details a[data-action="url"]').get_attribute("href") == astronaut["metadata"]["action"]["url"]
+    page.click("#details-close")
+
+    # The rocket is dark and fine-grained: it needs to fill more of the photo than the astronaut.
+    truth = quad(640, 427, (320, 240), 500, 6, 0.92)
+    assert upload_photo(page, composite_photo([cv2.imread(str(DEMO / "rocket.jpg"))], [truth])) == "1"
+    check_drawn_item(page.evaluate(SNAPSHOT_JS, [rocket["item"], None]), truth)
+    rocket_card = page.locator(f'#photo-overlay .card[data-item="{rocket["item"]}"]')
+    note = rocket_card.locator(".card-note")
+    assert note.is_hidden()
+    rocket_card.locator('button[data-action="text"]').click()
+    assert note.is_visible() and note.inner_text() == rocket["metadata"]["action"]["text"]
+    page.screenshot(path=str(artifacts / "card_text_action.png"))
 
 
 def test_collection_page_lists_every_item_with_its_thumbnail(page_server, launch_chromium, artifacts):  # type: ignore[no-untyped-def]
