@@ -15,9 +15,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# The scene helpers live in bench/ (shared by the tests and the benchmark).
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 CHROMIUM = Path("/usr/bin/chromium")
 QUIET_CHROMIUM = [

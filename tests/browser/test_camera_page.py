@@ -16,7 +16,9 @@ import cv2
 import msgpack
 import numpy as np
 import pytest
-from fake_camera import (
+
+from bench.scenes import jpeg
+from tests.browser.fake_camera import (
     BARCODE_BITS,
     BARCODE_CELL,
     BARCODE_X,
@@ -27,8 +29,6 @@ from fake_camera import (
     quad_at,
     read_barcode,
 )
-
-from bench.scenes import jpeg
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / ".cache" / "demo"  # the demo collection's images (scripts/setup)
