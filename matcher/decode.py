@@ -50,7 +50,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombWarning:
         raise ImageError("image_too_large", "the image has too many pixels") from None
     except Exception:
-        raise ImageError("invalid_image", "the bytes are not a JPEG, PNG or WebP image") from None
+        raise ImageError("invalid_image", "the bytes are not an image (JPEG, PNG, WebP, BMP, TIFF or GIF)") from None
     if img.format not in ACCEPTED_FORMATS:
         raise ImageError("invalid_image", f"unsupported image format {img.format}")
     w, h = img.size

@@ -10,6 +10,7 @@ import tornado.web
 from server.catalog import Catalog
 from server.config import Config
 from server.handlers import api, pages, stream
+from server.handlers.base import NotFoundHandler
 from server.pool import WorkerPool
 from server.scheduler import Scheduler
 
@@ -51,4 +52,5 @@ def make_app(config: Config, catalog: Catalog, scheduler: Scheduler, pool: Worke
         websocket_ping_interval=config.server.websocket_ping_seconds,
         websocket_ping_timeout=config.server.websocket_ping_seconds,
         compress_response=True,
+        default_handler_class=NotFoundHandler,
     )

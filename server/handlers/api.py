@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from matcher.store import check_collection_name
+from matcher.store import check_collection_name, check_item_id
 from server.catalog import RequestRejected
 from server.handlers.base import ApiHandler
 
@@ -63,16 +63,22 @@ class ItemsHandler(LimitedBodyHandler):
         items = await self.catalog.in_store(self.catalog.store.list_items, _collection(collection))
         self.send_json({"collection": collection, "items": [i.to_wire() for i in items]})
 
+    def field(self, name: str) -> str | None:
+        """A form field of a multipart upload (as a field or a small file), or a query argument."""
+        value = self.get_body_argument(name, None)
+        if value is None and self.request.files.get(name):
+            value = self.request.files[name][0]["body"].decode("utf-8", errors="replace")
+        if value is None:
+            value = self.get_query_argument(name, None)
+        return value
+
     async def post(self, collection: str) -> None:
         _collection(collection)
+        item_id = self.field("item")
+        if item_id is not None:
+            check_item_id(item_id)
         image = self.image_from_request()
-        item = await self.catalog.add_item(
-            collection,
-            image,
-            self.get_body_argument("name", None),
-            self.get_body_argument("metadata", None),
-            self.get_body_argument("item", None),
-        )
+        item = await self.catalog.add_item(collection, image, self.field("name"), self.field("metadata"), item_id)
         self.set_header("Location", f"/v1/collections/{collection}/items/{item.item}")
         self.send_json(item.to_wire(), 201)
 

@@ -22,6 +22,7 @@ STATUS_OF_CODE = {
     "invalid_request": 400,
     "bad_request": 400,
     "not_found": 404,
+    "method_not_allowed": 405,
     "unknown_collection": 404,
     "image_too_large": 413,
     "metadata_too_large": 413,
@@ -79,7 +80,18 @@ class ApiHandler(tornado.web.RequestHandler):
             self.send_error_code("store_unavailable", str(exc))
         elif isinstance(exc, Overloaded):
             self.send_error_code("overloaded", str(exc))
+        elif status_code == 404:
+            self.send_error_code("not_found", "no such resource")
+        elif status_code == 405:
+            self.send_error_code("method_not_allowed", f"{self.request.method} is not allowed here")
         elif isinstance(exc, tornado.web.HTTPError):
             self.send_json({"error": {"code": "http_error", "message": exc.log_message or self._reason}}, status_code)
         else:
             self.send_error_code("internal", "internal error")
+
+
+class NotFoundHandler(ApiHandler):
+    """Unknown paths answer in the API's JSON error shape."""
+
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(404)

@@ -101,3 +101,30 @@ def test_bad_item_fields_are_refused_and_nothing_is_stored(api: httpx.Client) ->
 def test_health_reports_ready_workers(api: httpx.Client) -> None:
     body = api.get("/healthz").json()
     assert body == {"status": "ok", "workers": 2, "workers_ready": 2}
+
+
+def test_raw_body_upload_takes_name_and_metadata_from_the_query(api: httpx.Client) -> None:
+    reply = api.post(
+        "/v1/collections/raw/items",
+        params={"name": "Rocket", "metadata": '{"model": "f9"}'},
+        content=photo_bytes("rocket.jpg"),
+        headers={"Content-Type": "image/jpeg"},
+    )
+    assert reply.status_code == 201, reply.text
+    assert (reply.json()["name"], reply.json()["metadata"]) == ("Rocket", {"model": "f9"})
+
+
+def test_metadata_may_come_as_a_json_file_part(api: httpx.Client) -> None:
+    reply = api.post(
+        "/v1/collections/raw/items",
+        files={"image": ("c.png", photo_bytes("coffee.png")), "metadata": ("m.json", b'{"caption": "cup"}')},
+        data={"name": "Cup"},
+    )
+    assert reply.json()["metadata"] == {"caption": "cup"}
+
+
+def test_unknown_paths_and_methods_answer_in_the_json_error_shape(api: httpx.Client) -> None:
+    missing = api.get("/v1/nothing-here")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    wrong = api.post("/v1/collections")
+    assert (wrong.status_code, wrong.json()["error"]["code"]) == (405, "method_not_allowed")
