@@ -67,6 +67,8 @@ class Match:
     """9 floats, row-major, reference pixels -> frame pixels."""
     score: float
     inliers: int
+    tracked: bool = False
+    """True when the item was followed by optical flow from an earlier frame, not recognized in this one."""
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class Match:
             "homography": self.homography,
             "score": self.score,
             "inliers": self.inliers,
+            "tracked": self.tracked,
         }
 
 

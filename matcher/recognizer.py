@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from matcher.decode import decode_image
+from matcher.decode import DecodedImage, decode_image
 from matcher.features import describe_frame, describe_reference, reference_quality
 from matcher.index import DescriptorIndex, InvertedFileIndex
 from matcher.model import Features, FrameResult, Reference
@@ -90,11 +90,21 @@ class Recognizer:
 
     def recognize(self, collection: str, data: bytes) -> FrameResult:
         """Decode a frame and find every reference of `collection` in it."""
-        index = self._collections.get(collection)
-        if index is None:
+        if collection not in self._collections:
             raise UnknownCollection(collection)
         started = time.perf_counter()
         image = decode_image(data, self.settings.frame_max_side, self.settings.max_image_pixels)
+        decoded = time.perf_counter()
+        result = self.recognize_image(collection, image)
+        done = time.perf_counter()
+        result.timing = {**_milliseconds(decode=decoded - started), **result.timing, **_milliseconds(match=done - started)}
+        return result
+
+    def recognize_image(self, collection: str, image: DecodedImage) -> FrameResult:
+        """Find every reference of `collection` in an already decoded frame (timing without decoding)."""
+        index = self._collections.get(collection)
+        if index is None:
+            raise UnknownCollection(collection)
         decoded = time.perf_counter()
         frame = describe_frame(image.gray, self.settings)
         described = time.perf_counter()
@@ -112,11 +122,10 @@ class Recognizer:
         verified_at = time.perf_counter()
         result.matches.sort(key=lambda m: -m.score)
         result.timing = _milliseconds(
-            decode=decoded - started,
             features=described - decoded,
             search=searched - described,
             verify=verified_at - searched,
-            match=verified_at - started,
+            match=verified_at - decoded,
         )
         return result
 
