@@ -37,6 +37,7 @@ def make_app(config: Config, catalog: Catalog, scheduler: Scheduler, pool: Worke
         (r"/v1/recognize", api.RecognizeHandler),
         (r"/v1/openapi.json", api.OpenApiHandler, {"document": api.OpenApiHandler.load()}),
         (r"/v1/stream", stream.StreamHandler),
+        (r"/v1/streams", api.StreamsHandler),
     ]
     for name, folder in VENDOR.items():
         routes.append((rf"/vendor/{name}/(.*)", tornado.web.StaticFileHandler, {"path": str(folder)}))

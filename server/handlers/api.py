@@ -124,6 +124,13 @@ class HealthHandler(ApiHandler):
         self.send_json(body, 200 if ready else 503)
 
 
+class StreamsHandler(ApiHandler):
+    def get(self) -> None:
+        scheduler = self.application.settings["scheduler"]
+        pool = self.application.settings["pool"]
+        self.send_json({"streams": [s.to_wire() for s in scheduler.streams.values()], "workers": pool.size})
+
+
 class OpenApiHandler(ApiHandler):
     """docs/openapi.yaml as JSON. `load` runs once, in make_app, so a broken document stops start-up."""
 

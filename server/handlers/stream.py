@@ -57,7 +57,7 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
             message = f"no collection {self.collection}"
             await self._close_with(protocol.UNKNOWN_COLLECTION, message, CLOSE_UNKNOWN_COLLECTION)
             return
-        self.stream = self.scheduler.open_stream()
+        self.stream = self.scheduler.open_stream(self.collection)
         hello = protocol.hello(self.collection, config.server.max_message_bytes, config.matcher.frame_max_side)
         self._send(hello, binary=True)
 
@@ -80,7 +80,9 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
         except protocol.ProtocolError as exc:
             self._send(protocol.error(exc.code, exc.message, exc.frame_id), binary)
             return
-        job = self.stream.submit({"op": "recognize", "collection": self.collection, "image": frame.image})
+        job = self.stream.submit(
+            {"op": "recognize", "collection": self.collection, "image": frame.image, "stream": self.stream.id}
+        )
         asyncio.ensure_future(self._answer(frame.id, job, binary))
 
     async def _answer(self, frame_id: int, job: Job, binary: bool) -> None:
@@ -100,7 +102,8 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
         elif not reply.get("ok"):
             self._send(protocol.error(reply.get("code", protocol.INTERNAL), reply.get("message", ""), frame_id), binary)
         else:
-            self._send(protocol.result(frame_id, reply, timing(job, reply)), binary)
+            counters = self.stream.counters() if self.stream is not None else None
+            self._send(protocol.result(frame_id, reply, timing(job, reply), counters), binary)
 
     def _send(self, message: dict[str, Any], binary: bool) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
