@@ -45,7 +45,9 @@ _LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
 _SEED_QUALITY = 0.01  # goodFeaturesToTrack: corners at least this fraction of the strongest
 _SEED_MARGIN_PX = 4  # seed points this far inside the outline, off its edges
 _SMOOTHING_FLOOR = 0.05
-_MAX_FUSED = 8  # recognitions averaged into a track's pose (later ones still count 1/8)  # smallest share of a new measurement taken in (still camera)
+_MAX_FUSED = 8
+_MIN_FLOW_AGREEMENT = 0.6  # share of the flowed points the refitted homography must explain
+_MAX_SIDE_CHANGE = 1.3  # an outline side grows or shrinks by less than this from one frame to the next  # recognitions averaged into a track's pose (later ones still count 1/8)  # smallest share of a new measurement taken in (still camera)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ class Track:
     confirmations: int = 0
     disagreements: int = 0
     """Consecutive recognitions that saw the item elsewhere than the flow did."""
+    recheck: bool = False
+    """Recognize the next frame again: the last recognition disagreed."""
     """Recognitions that agreed with the track since it started."""
     recognized_now: bool = False
 
@@ -121,7 +125,7 @@ class StreamTracker:
             return True
         # A track whose points run low is re-verified (and topped up) before it is lost.
         weak = self.settings.track_reseed_fraction
-        return any(t.lost or len(t.points) < weak * t.seeded for t in self.tracks.values())
+        return any(t.lost or t.recheck or len(t.points) < weak * t.seeded for t in self.tracks.values())
 
     def follow(self, gray: np.ndarray) -> None:
         """Move every track to `gray`, a (h, w) uint8 frame at working resolution."""
@@ -143,16 +147,17 @@ class StreamTracker:
             seen.add(sighting.item)
             track = self.tracks.get(sighting.item)
             if track is not None and not track.lost and not self._agrees(track, sighting.H):
-                # One recognition off by a few pixels is more likely than a healthy track that slid:
-                # believe recognition only when it disagrees twice in a row or the track is weak.
+                # Recognition can be wrong too (a hand over half the object leaves few, bunched
+                # matches): believe it over a track that still follows only when the very next
+                # frame's recognition says the same.
                 track.disagreements += 1
-                established = track.confirmations >= 2  # a pose averaged from several recognitions
-                healthy = len(track.points) >= self.settings.track_reseed_fraction * track.seeded
-                if established and healthy and track.disagreements < 2:
+                if track.disagreements < 2:
                     track.misses = 0
+                    track.recheck = True
                     continue
             if track is not None and not track.lost and self._agrees(track, sighting.H):
                 track.disagreements = 0
+                track.recheck = False
                 # Keep following with the flow's (steadier) geometry, nudged towards the average of the
                 # recognitions so far: each has its own error of a pixel or two, and the flow would
                 # otherwise keep the first one's for ever. Then top up points that were lost.
@@ -173,8 +178,11 @@ class StreamTracker:
             self.tracks[sighting.item] = fresh
         for item, track in list(self.tracks.items()):
             if item not in seen:
-                track.misses += 1
-                if track.misses >= self.settings.track_max_misses or track.lost:
+                # Blur that stops recognition often stops the flow too: a lost track ends by its own count.
+                track.recheck = False
+                if not track.lost:
+                    track.misses += 1
+                if track.misses >= self.settings.track_max_misses:
                     del self.tracks[item]
 
     def poses(self) -> list[Pose]:
@@ -270,10 +278,12 @@ class StreamTracker:
         if H is None or mask is None:
             return False
         inliers = np.flatnonzero(good)[mask.ravel().astype(bool)]
-        if len(inliers) < s.track_min_points or len(inliers) < s.min_inlier_ratio * int(good.sum()):
+        if len(inliers) < s.track_min_points or len(inliers) < _MIN_FLOW_AGREEMENT * int(good.sum()):
             return False
         corners, depth = project(H, reference_corners(track.width, track.height))
-        if not _plausible(corners, depth, w, h):
+        previous, _ = project(track.H, reference_corners(track.width, track.height))
+        if not _plausible(corners, depth, w, h) or not _similar_shape(previous, corners):
+            # Blur or a hand over the object can drag the points into a consistent but wrong motion.
             return False
         track.points = p1[inliers].astype(np.float32)
         track.reference_points = track.reference_points[inliers]
@@ -312,6 +322,14 @@ def _plausible(corners: np.ndarray, depth: np.ndarray, frame_w: int, frame_h: in
     x, y = corners[:, 0], corners[:, 1]
     area = 0.5 * abs(float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y)))
     return 16.0 < area < 50.0 * frame_w * frame_h
+
+
+def _similar_shape(before: np.ndarray, after: np.ndarray) -> bool:
+    """Whether an outline (4, 2) kept its side lengths within what one frame of camera motion changes."""
+    sides_before = np.linalg.norm(np.roll(before, -1, axis=0) - before, axis=1)
+    sides_after = np.linalg.norm(np.roll(after, -1, axis=0) - after, axis=1)
+    ratio = sides_after / np.maximum(sides_before, 1e-6)
+    return bool(np.all(ratio > 1.0 / _MAX_SIDE_CHANGE) and np.all(ratio < _MAX_SIDE_CHANGE))
 
 
 def _smooth(previous: np.ndarray, measured: np.ndarray, scale_px: float) -> np.ndarray:
