@@ -291,3 +291,39 @@ def test_cli_reads_the_shipped_config_like_the_server() -> None:
         server.server.max_name_length,
         server.server.max_metadata_bytes,
     )
+
+
+# Runs the real command in a fresh process with one image that kills the worker
+# describing it, as the kernel's out-of-memory killer would. (Not in the test
+# process: forking one that has run OpenCV's thread pool can deadlock the child.)
+DIES_ON_COFFEE = """
+import os, sys
+import matcher.cli as cli
+
+prepare = cli.prepare_import
+
+def dies_on_coffee(task):
+    if task.relative == "coffee.png":
+        os._exit(9)
+    return prepare(task)
+
+cli.prepare_import = dies_on_coffee
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_import_reports_a_dead_describing_process_instead_of_hanging(data_dir: Path, tmp_path: Path) -> None:
+    for name in ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"):
+        shutil.copy(demo_image(name), tmp_path / name)
+    result = subprocess.run(
+        [sys.executable, "-c", DIES_ON_COFFEE, "import", "dying", str(tmp_path), "--jobs", "2", "--quiet"]
+        + ["--data-dir", str(data_dir)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "coffee.png" in result.stdout and "process died" in result.stdout
