@@ -24,16 +24,14 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import yaml
 from tqdm import tqdm
 
-from matcher.decode import ImageError
 from matcher.embedded_redis import RedisStartError, start_or_reuse
-from matcher.recognizer import PoorReference, Recognizer
 from matcher.settings import MatcherSettings
 from matcher.store import (
     InvalidName,
@@ -44,7 +42,13 @@ from matcher.store import (
     check_collection_name,
     check_item_id,
 )
-from matcher.worker import PreparedReference, prepare_reference
+
+if TYPE_CHECKING:
+    from matcher.recognizer import PoorReference
+    from matcher.worker import PreparedReference
+
+# OpenCV and FAISS (matcher.decode, matcher.recognizer, matcher.worker) are imported
+# by the commands that describe or recognize images only: list and remove start at once.
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -291,6 +295,10 @@ def cmd_add(args: argparse.Namespace, settings: CliSettings, out: TextIO) -> int
     name = check_name(args.name if args.name is not None else default_name(path), settings)
     metadata = check_metadata(parse_metadata_option(args.metadata) if args.metadata else None, settings)
     data = read_image_file(path)
+    from matcher.decode import ImageError
+    from matcher.recognizer import PoorReference
+    from matcher.worker import prepare_reference
+
     try:
         prepared = prepare_reference(data, settings.matcher, settings.thumbnail_side)
     except ImageError as exc:
@@ -384,6 +392,10 @@ def _init_pool_worker(settings: CliSettings) -> None:
 
 def prepare_import(task: ImportTask) -> ImportOutcome:
     """Read and describe one file; every failure becomes an outcome with the reason."""
+    from matcher.decode import ImageError
+    from matcher.recognizer import PoorReference
+    from matcher.worker import prepare_reference
+
     settings = _pool_settings or CliSettings()
     try:
         data = Path(task.path).read_bytes()
@@ -414,6 +426,9 @@ def _described(tasks: list[ImportTask], jobs: int, settings: CliSettings) -> Ite
         return
     # Forked workers (the default here) are safe because this process has run no OpenCV
     # code yet: forking after OpenCV's thread pool has worked can deadlock the children.
+    # Importing the engine first lets every worker inherit it instead of importing it again.
+    import matcher.worker  # noqa: F401
+
     executor = ProcessPoolExecutor(min(jobs, len(tasks)), initializer=_init_pool_worker, initargs=(settings,))
     try:
         futures = {executor.submit(prepare_import, task): task for task in tasks}
@@ -617,6 +632,9 @@ def cmd_recognize(args: argparse.Namespace, settings: CliSettings, out: TextIO) 
         if not store.has_collection(collection):
             raise NotFound(f"no collection {collection}")
         references = list(store.references(collection))
+    from matcher.decode import ImageError
+    from matcher.recognizer import Recognizer
+
     recognizer = Recognizer(settings.matcher)
     recognizer.load(collection, references)
     try:
