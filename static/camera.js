@@ -156,8 +156,16 @@ function showCamera() {
   pump();
 }
 
-/** Send the newest camera frame if the client has room for one. */
-async function pump() {
+/**
+ * Send the newest camera frame if the client has room for one.
+ *
+ * Where frames are counted, frames are taken only in the video-frame callback
+ * (`inFrameCallback`): there the canvas gets exactly the frame the callback
+ * describes, so its capture time is known; elsewhere a newer frame may already
+ * be in the element. Otherwise every call may take the current frame.
+ */
+async function pump(inFrameCallback = false) {
+  if (countsFrames && !inFrameCallback) return;
   if (mode !== "camera" || !cameraLive || encoding || !client.ready) return;
   if (video.readyState < 2 || !video.videoWidth) return;
   const frame = countsFrames ? presentedFrames : video.currentTime;
@@ -191,7 +199,7 @@ function watchFrames() {
       shownFrameAt = metadata.captureTime ?? metadata.presentationTime;
       if (mode === "camera") cameraOverlay.predict(shownFrameAt);
     }
-    pump();
+    pump(true);
     next(tick);
   };
   next(tick);
