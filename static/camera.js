@@ -39,7 +39,6 @@ let sentFrame = -1;
 // the overlay moves results forward by the difference (Overlay.predict).
 let shownFrameAt = null;
 const takenAt = new Map();
-let streamProblem = "";
 const resultTimes = [];
 
 // ---- status and stats ------------------------------------------------------------------------
@@ -152,7 +151,7 @@ function showCamera() {
   mode = "camera";
   page.dataset.mode = mode;
   photoOverlay.clear();
-  setStatus(streamProblem ? "error" : "live", streamProblem);
+  setStatus("live", "");
   pump();
 }
 
@@ -226,8 +225,13 @@ client.onresult = (result) => {
 client.onskipped = () => pump();
 client.onerror = (error) => {
   if (error.code === "unknown_collection") {
-    streamProblem = `There is no collection “${collection}”. Pick one on the collection page.`;
-    if (mode !== "no-camera") setStatus("error", streamProblem);
+    const banner = $("#stream-problem");
+    banner.replaceChildren(`There is no collection “${collection}”. `);
+    const link = document.createElement("a");
+    link.href = "/collection";
+    link.textContent = "Pick one on the collection page.";
+    banner.append(link);
+    banner.hidden = false;
   } else {
     console.warn("catchlight:", error.code, error.message);
   }

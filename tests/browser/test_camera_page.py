@@ -342,3 +342,11 @@ def test_collection_page_lists_every_item_with_its_thumbnail(page_server, launch
     page.keyboard.press("Escape")
     page.wait_for_function("() => document.getElementById('viewer').hidden", timeout=WAIT_MS)
     page.screenshot(path=str(artifacts / "collection_page.png"))
+
+
+def test_camera_page_says_when_the_collection_does_not_exist(page_server, launch_chromium):  # type: ignore[no-untyped-def]
+    page = launch_chromium().new_page(viewport=VIEWPORT)
+    page.goto(f"{page_server.url}/?collection=no-such-collection")
+    page.wait_for_selector("#stream-problem:not([hidden])", timeout=WAIT_MS)
+    assert "no-such-collection" in page.inner_text("#stream-problem")
+    assert page.get_attribute("#stream-problem a", "href") == "/collection"
