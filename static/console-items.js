@@ -59,7 +59,7 @@ function tile(item, counts = { total: 0, recent: 0 }) {
           el("b", { text: `${item.quality.toFixed(2)} ${qualityWord(item.quality)}` })),
         el("span", {}, "keypoints ", el("b", { text: count(item.keypoints) })),
         el("span", { class: "recognitions", title: "times recognized since added (last 24 hours)" }, "recognized ",
-          el("b", { class: "recognition-count", text: count(counts.total) }), ` (${count(counts.recent)} today)`),
+          el("b", { class: "recognition-count", text: count(counts.total) }), ` (${count(counts.recent)} in 24 h)`),
       ),
       el("details", {}, el("summary", { text: "metadata" }), el("pre", { class: "metadata", text: metadata })),
       el("div", { class: "actions" }, edit, remove),
@@ -236,7 +236,7 @@ async function uploadAll() {
     }
   }
   uploadMessage.textContent =
-    `${added} image${added === 1 ? "" : "s"} added` + (failed.length ? `, ${failed.length} refused (see above)` : ".");
+    `${added} image${added === 1 ? "" : "s"} added` + (failed.length ? `, ${failed.length} refused (see above).` : ".");
   refresh();
   await load();
 }
