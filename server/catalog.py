@@ -119,7 +119,7 @@ class Catalog:
         """
         if not await self.in_store(self.store.has_collection, collection):
             raise RequestRejected("unknown_collection", f"no collection {collection}")
-        request = {"op": "recognize", "collection": collection, "image": image}
+        request: dict[str, Any] = {"op": "recognize", "collection": collection, "image": image}
         if inliers:
             request["inliers"] = True
         job, reply = await self._run_job(request)
