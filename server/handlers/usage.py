@@ -5,7 +5,7 @@ from __future__ import annotations
 from matcher.store import InvalidName, NotFound, check_collection_name
 from server.catalog import RequestRejected
 from server.handlers.base import ApiHandler
-from server.usage import RANGES, UnknownRange, UsageStats
+from server.usage import RANGES, UsageStats
 
 
 class UsageHandler(ApiHandler):
@@ -28,10 +28,7 @@ class StatsHandler(UsageHandler):
         if collection is not None:
             check_collection_name(collection)
         await self.usage.flush()  # what was just counted is in the answer
-        try:
-            summary = await self.usage.run(self.usage.summary, range_name, collection, self.item_name)
-        except UnknownRange as exc:
-            raise RequestRejected("invalid_request", str(exc)) from None
+        summary = await self.usage.run(self.usage.summary, range_name, collection, self.item_name)
         self.send_json(summary)
 
     def item_name(self, collection: str, item: str) -> str | None:
