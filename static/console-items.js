@@ -38,7 +38,11 @@ function qualityWord(q) {
 function tile(item, counts = { total: 0, recent: 0 }) {
   const img = el("img", { alt: item.name, decoding: "async", src: `${itemPath(collection, item.item)}/thumbnail?v=${item.updated}` });
   const canvas = el("canvas", { class: "keypoints", "aria-hidden": "true" });
-  img.addEventListener("load", () => drawKeypoints(item, img, canvas));
+  img.addEventListener("load", () => {
+    drawKeypoints(item, img, canvas);
+    // Tiles change size with the window: redraw so the points stay on their features.
+    new ResizeObserver(() => drawKeypoints(item, img, canvas)).observe(img);
+  });
   const metadata = JSON.stringify(item.metadata || {}, null, 2);
   const meter = el("meter", { min: 0, max: 1, low: 0.4, high: 0.7, optimum: 1, value: item.quality });
   const edit = el("button", { type: "button", class: "small", text: "Edit", onclick: () => openEditor(item) });
