@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-
 DESCRIPTOR_BYTES = 32
 
 
@@ -69,9 +68,11 @@ class Match:
     inliers: int
     tracked: bool = False
     """True when the item was followed by optical flow from an earlier frame, not recognized in this one."""
+    inlier_points: list[list[float]] | None = None
+    """Frame positions of the inliers, in full-frame pixels; only when asked for (it is bulky)."""
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "item": self.item,
             "name": self.name,
             "metadata": self.metadata,
@@ -81,6 +82,9 @@ class Match:
             "inliers": self.inliers,
             "tracked": self.tracked,
         }
+        if self.inlier_points is not None:
+            wire["inlier_points"] = self.inlier_points
+        return wire
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """A matcher worker process: holds every collection's index in memory and answers jobs.
 
 The server sends msgpack requests over a pipe, one at a time per worker:
-  {"op": "recognize", "collection": str, "image": bytes}
+  {"op": "recognize", "collection": str, "image": bytes, "inliers"?: bool}
   {"op": "recognize", "collection": str, "image": bytes, "stream": int}
                                               a camera stream's frame: tracked between recognitions
   {"op": "describe", "image": bytes}          features of a new reference + thumbnail
@@ -147,7 +147,7 @@ def _recognize(
     if sessions is not None and isinstance(stream, int):
         result = sessions.process(stream, collection, request["image"])
     else:
-        result = recognizer.recognize(collection, request["image"])
+        result = recognizer.recognize(collection, request["image"], bool(request.get("inliers")))
     return {
         "ok": True,
         "width": result.width,

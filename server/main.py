@@ -23,6 +23,7 @@ from server.catalog import Catalog
 from server.config import Config, ConfigError, load_config
 from server.pool import WorkerPool
 from server.scheduler import Scheduler
+from server.usage import UsageStats
 
 log = logging.getLogger("catchlight")
 
@@ -104,7 +105,10 @@ async def serve(config: Config, redis_url: str) -> None:
     if added:
         log.info("demo collection %r created with %d items", config.server.demo_collection, added)
 
-    app = make_app(config, catalog, scheduler, pool)
+    usage = UsageStats(store.redis, config.server.redis_prefix)
+    usage.active_streams = lambda: len(scheduler.streams)
+    usage.start()
+    app = make_app(config, catalog, scheduler, pool, usage)
     server = tornado.httpserver.HTTPServer(
         app, max_body_size=config.server.max_upload_bytes * 2, xheaders=False
     )
@@ -126,6 +130,7 @@ async def serve(config: Config, redis_url: str) -> None:
     server.stop()
     await pool.close()
     await server.close_all_connections()
+    await usage.close()
     catalog.close()
 
 
