@@ -101,6 +101,8 @@ class Track:
     """Consecutive frames the track could not be followed."""
     misses: int = 0
     """Consecutive recognitions that did not see the item."""
+    weak_misses: int = 0
+    """Recognitions in a row that did not see the item while it was weak or lost."""
     confirmations: int = 0
     disagreements: int = 0
     """Consecutive recognitions that saw the item elsewhere than the flow did."""
@@ -161,7 +163,7 @@ class StreamTracker:
                 # Keep following with the flow's (steadier) geometry, nudged towards the average of the
                 # recognitions so far: each has its own error of a pixel or two, and the flow would
                 # otherwise keep the first one's for ever. Then top up points that were lost.
-                track.score, track.inliers, track.misses = sighting.score, sighting.inliers, 0
+                track.score, track.inliers, track.misses, track.weak_misses = sighting.score, sighting.inliers, 0, 0
                 track.recognized_now = True
                 track.confirmations += 1
                 self._fuse(track, sighting.H, 1.0 / min(track.confirmations + 1, _MAX_FUSED))
@@ -178,11 +180,17 @@ class StreamTracker:
             self.tracks[sighting.item] = fresh
         for item, track in list(self.tracks.items()):
             if item not in seen:
-                # Blur that stops recognition often stops the flow too: a lost track ends by its own count.
+                # Blur or a hand that stops recognition also weakens the flow: a weak or lost track is
+                # given as many frames as a lost one; a healthy track as many recognition periods.
                 track.recheck = False
-                if not track.lost:
+                if track.lost or len(track.points) < self.settings.track_reseed_fraction * track.seeded:
+                    track.weak_misses += 1
+                else:
                     track.misses += 1
-                if track.misses >= self.settings.track_max_misses:
+                if (
+                    track.misses >= self.settings.track_max_misses
+                    or track.weak_misses > self.settings.track_max_lost_frames
+                ):
                     del self.tracks[item]
 
     def poses(self) -> list[Pose]:
