@@ -232,9 +232,9 @@ class StreamTracker:
     def _reseed(self, track: Track, gray: np.ndarray, H: np.ndarray) -> None:
         """Pick fresh corners inside the item's outline in `gray`; their reference positions come from H."""
         outline, _ = project(H, reference_corners(track.width, track.height))
-        mask = np.zeros(gray.shape, np.uint8)
-        cv2.fillConvexPoly(mask, np.round(outline).astype(np.int32), 255)
-        mask = cv2.erode(mask, np.ones((2 * _SEED_MARGIN_PX + 1,) * 2, np.uint8))
+        inside = np.zeros(gray.shape, np.uint8)
+        cv2.fillConvexPoly(inside, np.round(outline).astype(np.int32), 255)
+        mask = cv2.erode(inside, np.ones((2 * _SEED_MARGIN_PX + 1,) * 2, np.uint8))
         found = cv2.goodFeaturesToTrack(
             gray,
             maxCorners=self.settings.track_points,
@@ -259,17 +259,18 @@ class StreamTracker:
         if len(track.points) < s.track_min_points or track.anchor.shape != gray.shape:
             return False
         p0 = track.points.reshape(-1, 1, 2)
+        # nextPts is an output here (no OPTFLOW_USE_INITIAL_FLOW); passed only to satisfy the type stubs.
         p1, status, _ = cv2.calcOpticalFlowPyrLK(
-            track.anchor, gray, p0, None, winSize=_LK_WINDOW, maxLevel=_LK_LEVELS, criteria=_LK_CRITERIA
+            track.anchor, gray, p0, p0.copy(), winSize=_LK_WINDOW, maxLevel=_LK_LEVELS, criteria=_LK_CRITERIA
         )
         if p1 is None:
             return False
         back, status_back, _ = cv2.calcOpticalFlowPyrLK(
-            gray, track.anchor, p1, None, winSize=_LK_WINDOW, maxLevel=_LK_LEVELS, criteria=_LK_CRITERIA
+            gray, track.anchor, p1, p0.copy(), winSize=_LK_WINDOW, maxLevel=_LK_LEVELS, criteria=_LK_CRITERIA
         )
         if back is None:
             return False
-        p1 = p1.reshape(-1, 2)
+        p1 = np.asarray(p1).reshape(-1, 2)
         h, w = gray.shape
         good = (
             (status.ravel() == 1)
