@@ -7,10 +7,11 @@ from typing import Any
 
 import tornado.web
 
+from server.access import Access
 from server.catalog import Catalog
 from server.config import Config
 from server.handlers import api, pages, stream
-from server.handlers.base import NotFoundHandler
+from server.handlers.base import NotFoundHandler, log_request
 from server.pool import WorkerPool
 from server.scheduler import Scheduler
 
@@ -24,7 +25,9 @@ VENDOR = {
 }
 
 
-def make_app(config: Config, catalog: Catalog, scheduler: Scheduler, pool: WorkerPool) -> tornado.web.Application:
+def make_app(
+    config: Config, catalog: Catalog, scheduler: Scheduler, pool: WorkerPool, access: Access | None = None
+) -> tornado.web.Application:
     routes: list[Any] = [
         (r"/", pages.CameraPage),
         (r"/collection", pages.CollectionPage),
@@ -48,6 +51,9 @@ def make_app(config: Config, catalog: Catalog, scheduler: Scheduler, pool: Worke
         catalog=catalog,
         scheduler=scheduler,
         pool=pool,
+        access=access,
+        streams=set(),  # open StreamHandlers, closed with 1001 when the server stops
+        log_function=log_request,
         websocket_max_message_size=config.server.max_message_bytes * 4,
         websocket_ping_interval=config.server.websocket_ping_seconds,
         websocket_ping_timeout=config.server.websocket_ping_seconds,
