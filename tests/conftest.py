@@ -95,6 +95,59 @@ class RunningServer:
     def log(self) -> str:
         return "".join(self.output)
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def redis_url(self) -> str:
+        """The address of the embedded store this server started."""
+        return (self.data_dir / "redis" / "url").read_text().strip()
+
+
+class EmbeddedStoreControl:
+    """Stop and start a server's embedded valkey-server for real: same binary, port, directory and options."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.directory = data_dir / "redis"
+        self.command: list[str] = []
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _pid(self) -> int:
+        return int((self.directory / "server.pid").read_text().strip())
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (valkey flushes its append-only file on it) and wait until the process is gone."""
+        pid = self._pid()
+        self.command = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists() or _is_zombie(pid), timeout)
+
+    def start(self, timeout: float = 20.0) -> None:
+        import redis
+
+        assert self.command, "stop() first"
+        self.process = subprocess.Popen(
+            self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        url = (self.directory / "url").read_text().strip()
+
+        def answers() -> bool:
+            try:
+                return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+            except (redis.RedisError, OSError):
+                return False
+
+        wait_until(answers, timeout, interval=0.05)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return True
+
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
