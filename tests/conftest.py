@@ -110,32 +110,29 @@ class EmbeddedStoreControl:
     """Stop and start a server's embedded valkey-server for real: same binary, port, directory and options."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.directory = data_dir / "redis"
-        self.command: list[str] = []
+        self.directory = (data_dir / "redis").resolve()
+        self.url = (self.directory / "url").read_text().strip()
         self.process: subprocess.Popen[bytes] | None = None
-
-    def _pid(self) -> int:
-        return int((self.directory / "server.pid").read_text().strip())
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (valkey flushes its append-only file on it) and wait until the process is gone."""
-        pid = self._pid()
-        self.command = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
+        pid = int((self.directory / "server.pid").read_text().strip())
         os.kill(pid, signal.SIGTERM)
         wait_until(lambda: not Path(f"/proc/{pid}").exists() or _is_zombie(pid), timeout)
 
     def start(self, timeout: float = 20.0) -> None:
         import redis
 
-        assert self.command, "stop() first"
+        from matcher.embedded_redis import server_command
+
+        port = int(self.url.rsplit(":", 1)[1].split("/")[0])
         self.process = subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+            server_command(self.directory, port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
         )
-        url = (self.directory / "url").read_text().strip()
 
         def answers() -> bool:
             try:
-                return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+                return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
             except (redis.RedisError, OSError):
                 return False
 
