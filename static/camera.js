@@ -36,6 +36,10 @@ let encoding = false;
 const countsFrames = "requestVideoFrameCallback" in HTMLVideoElement.prototype;
 let presentedFrames = 0;
 let sentFrame = -1;
+// When the frame on screen was taken (rVFC clock, ms), and when each frame in flight was taken:
+// the overlay moves results forward by the difference (Overlay.predict).
+let shownFrameAt = null;
+const takenAt = new Map();
 let streamProblem = "";
 const resultTimes = [];
 
@@ -162,12 +166,16 @@ async function pump() {
   encoding = true;
   try {
     sentFrame = frame;
+    const frameTakenAt = shownFrameAt;
     const scale = Math.min(1, client.frameMaxSide / Math.max(video.videoWidth, video.videoHeight));
     canvas.width = Math.round(video.videoWidth * scale);
     canvas.height = Math.round(video.videoHeight * scale);
     canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
     const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", JPEG_QUALITY));
-    if (blob && client.ready) client.sendFrame(new Uint8Array(await blob.arrayBuffer()));
+    if (blob && client.ready) {
+      const id = client.sendFrame(new Uint8Array(await blob.arrayBuffer()));
+      if (frameTakenAt !== null) takenAt.set(id, frameTakenAt);
+    }
   } catch (err) {
     console.warn("frame not sent", err);
   } finally {
@@ -179,7 +187,11 @@ async function pump() {
 function watchFrames() {
   const next = countsFrames ? (cb) => video.requestVideoFrameCallback(cb) : requestAnimationFrame;
   const tick = (_now, metadata) => {
-    if (countsFrames) presentedFrames = metadata ? metadata.presentedFrames : presentedFrames + 1;
+    if (countsFrames && metadata) {
+      presentedFrames = metadata.presentedFrames;
+      shownFrameAt = metadata.captureTime ?? metadata.presentationTime;
+      if (mode === "camera") cameraOverlay.predict(shownFrameAt);
+    }
     pump();
     next(tick);
   };
@@ -195,8 +207,11 @@ client.onhello = () => {
 };
 client.onresult = (result) => {
   resultTimes.push(performance.now());
+  const capturedAt = takenAt.get(result.id) ?? null;
+  for (const id of takenAt.keys()) if (id <= result.id) takenAt.delete(id);
   if (mode === "camera") {
-    cameraOverlay.update(result);
+    cameraOverlay.update(result, { capturedAt });
+    if (shownFrameAt !== null) cameraOverlay.predict(shownFrameAt);
     page.dataset.items = cameraOverlay.size;
   }
   pump();

@@ -37,7 +37,11 @@ REFERENCE_NAME = "Coffee cup"
 COLLECTION = "demo"
 VIEWPORT = {"width": 960, "height": 640}  # 3:2 page over a 4:3 camera: object-fit crops, the mapping must follow
 
-CORNER_TOLERANCE_PX = 5.0  # drawn vs true corners, in camera pixels (the matcher finds them within ~1-3 px)
+# Found vs true corners, in camera pixels: 2% of the object's 300 px (the matcher is within ~1-4 px here).
+CORNER_TOLERANCE_PX = 6.0
+# Drawn outline vs the object in the picture on screen (median over the samples): the object moves ~12 px per
+# camera frame and the result is for a frame 1-3 frames older, which the page makes up for by extrapolating.
+SHOWN_FRAME_TOLERANCE_PX = 15.0
 CSS_SLACK_PX = 1.5  # rounding in the SVG points and the card's matrix
 SAMPLES = 6
 MIN_TRAVEL_PX = 40.0  # the object moves ~220 px across the loop; the outline must follow it
@@ -64,6 +68,7 @@ SNAPSHOT_JS = """
   return {
     frameId: Number(group.dataset.frameId),
     mediaCorners: JSON.parse(group.dataset.mediaCorners),
+    drawnCorners: JSON.parse(group.dataset.drawnCorners),
     polygon: group.querySelector("polygon").getAttribute("points").trim().split(/\\s+/)
       .map((p) => p.split(",").map(Number)),
     box: [media.clientWidth, media.clientHeight],
@@ -101,16 +106,19 @@ def media_to_css(points: np.ndarray, box: list[float], intrinsic: list[float], f
 
 
 def check_drawn_item(snapshot: dict, truth: np.ndarray) -> float:
-    """Assert the outline and card sit on the true corners; returns the corner error in media pixels."""
-    drawn = np.array(snapshot["mediaCorners"])
-    error = float(np.max(np.linalg.norm(drawn - truth, axis=1)))
-    assert error < CORNER_TOLERANCE_PX, f"outline corners {drawn.round(1).tolist()} vs true {truth.round(1).tolist()}"
-    expected_css, scale = media_to_css(truth, snapshot["box"], snapshot["intrinsic"], snapshot["fit"])
+    """Assert the server's corners are the true ones, and the outline and card are drawn where the page says.
+
+    Returns the corner error in media pixels. The drawn corners may be ahead of the server's (the camera page
+    moves them to the frame on screen); they are checked against that frame by the caller.
+    """
+    found = np.array(snapshot["mediaCorners"])
+    error = float(np.max(np.linalg.norm(found - truth, axis=1)))
+    assert error < CORNER_TOLERANCE_PX, f"corners {found.round(1).tolist()} vs true {truth.round(1).tolist()}"
+    drawn = np.array(snapshot["drawnCorners"])
+    expected_css, _ = media_to_css(drawn, snapshot["box"], snapshot["intrinsic"], snapshot["fit"])
     polygon = np.array(snapshot["polygon"])
     css_error = float(np.max(np.linalg.norm(polygon - expected_css, axis=1)))
-    assert css_error < CORNER_TOLERANCE_PX * scale + CSS_SLACK_PX, (
-        f"outline drawn at {polygon.tolist()}, object at {expected_css.tolist()}"
-    )
+    assert css_error < CSS_SLACK_PX, f"outline drawn at {polygon.tolist()}, corners at {expected_css.tolist()}"
     # The card lies in the object's plane along its bottom edge: inside the object its bottom corners are the
     # object's BL and BR; when it would hide most of a small object, its top corners are, just below it.
     edge = "cardBottom" if snapshot["cardPlacement"] == "inside" else "cardTop"
@@ -120,6 +128,10 @@ def check_drawn_item(snapshot: dict, truth: np.ndarray) -> float:
         f"card {edge} {card_edge.tolist()} vs outline bottom {polygon[[3, 2]].tolist()}"
     )
     return error
+
+
+def corner_distance(a: list | np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.linalg.norm(np.asarray(a, np.float64) - b, axis=1)))
 
 
 @pytest.fixture(scope="module")
@@ -179,14 +191,21 @@ def test_overlay_follows_the_object_seen_by_the_camera(page_server, launch_chrom
         frames = len(fake_camera.corners)
         snapshot["behind"] = (snapshot["shownFrame"] - snapshot["videoFrame"]) % frames
         assert snapshot["behind"] <= MAX_FRAMES_BEHIND, f"the overlay is {snapshot['behind']} camera frames late"
+        # What is drawn is compared with the object in the picture on screen; the server's own corners,
+        # which belong to the older frame, would be this far off:
         shown_truth = fake_camera.corners[snapshot["shownFrame"]]
-        snapshot["offset"] = float(np.max(np.linalg.norm(np.array(snapshot["mediaCorners"]) - shown_truth, axis=1)))
+        snapshot["offset"] = corner_distance(snapshot["drawnCorners"], shown_truth)
+        snapshot["unpredicted"] = corner_distance(snapshot["mediaCorners"], shown_truth)
         samples.append(snapshot)
     assert REFERENCE_NAME in samples[-1]["cardText"]
 
+    offsets = [s["offset"] for s in samples]
+    assert np.median(offsets) < SHOWN_FRAME_TOLERANCE_PX, f"the outline lags the picture by {offsets} px"
+    assert np.mean(offsets) <= np.mean([s["unpredicted"] for s in samples]) + 1.0, "extrapolation made it worse"
+
     # The outline moved with the object: different camera frames, and the drawn corners travelled.
     assert len({s["videoFrame"] for s in samples}) >= SAMPLES - 1
-    drawn = np.array([s["mediaCorners"] for s in samples])
+    drawn = np.array([s["drawnCorners"] for s in samples])
     travel = float(np.max(np.linalg.norm(drawn - drawn[0], axis=2)))
     assert travel > MIN_TRAVEL_PX, f"the outline stayed put (moved {travel:.1f} px)"
 
@@ -201,7 +220,8 @@ def test_overlay_follows_the_object_seen_by_the_camera(page_server, launch_chrom
         **shown,
         "corner_errors_px": [round(s["error"], 2) for s in samples],
         "frames_behind_screen": [s["behind"] for s in samples],
-        "offset_from_shown_frame_px": [round(s["offset"], 1) for s in samples],
+        "drawn_vs_shown_frame_px": [round(s["offset"], 1) for s in samples],
+        "server_corners_vs_shown_frame_px": [round(s["unpredicted"], 1) for s in samples],
         "travel_px": round(travel, 1),
     }
     (artifacts / "camera_page.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -242,6 +262,7 @@ def test_without_a_camera_the_page_says_so_and_recognizes_an_uploaded_photo(  # 
     snapshot = page.evaluate(SNAPSHOT_JS, [item, None])
     assert snapshot is not None and snapshot["fit"] == "contain"
     check_drawn_item(snapshot, truth)
+    assert corner_distance(snapshot["drawnCorners"], truth) < CORNER_TOLERANCE_PX
     page.screenshot(path=str(artifacts / f"upload_{state}.png"))
 
 

@@ -1,0 +1,234 @@
+"""Python client for a Catchlight server: collections, one-off recognition, camera streams.
+
+    from catchlight.client import Catchlight
+
+    with Catchlight("http://127.0.0.1:8080") as cl:
+        cl.add_item("posters", "abbey-road.jpg", name="Abbey Road", metadata={"url": "https://..."})
+        result = cl.recognize("posters", open("photo.jpg", "rb").read())
+        for item in result["items"]:
+            print(item["name"], item["corners"])
+
+    async for reply in cl.stream("posters", frames):   # frames: (async) iterable of JPEG bytes
+        ...
+
+Errors from the server raise CatchlightError with its HTTP status and error code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+import msgpack
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+ImageSource = bytes | str | Path
+
+
+class CatchlightError(Exception):
+    """The server refused a request: `status` (HTTP or websocket close code), `code`, `message`."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+
+
+def _image_bytes(image: ImageSource) -> bytes:
+    if isinstance(image, bytes):
+        return image
+    return Path(image).read_bytes()
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        error = response.json()["error"]
+        code, message = error.pop("code"), error.pop("message")
+    except (ValueError, KeyError, TypeError):
+        code, message, error = "http_error", response.text[:200], {}
+    raise CatchlightError(response.status_code, code, message, error)
+
+
+class Stream:
+    """One open camera stream: send frames, receive one reply per frame (see docs/protocol.md)."""
+
+    def __init__(self, connection: ClientConnection, hello: dict[str, Any]) -> None:
+        self.connection = connection
+        self.hello = hello
+        self._next_id = 0
+
+    async def send(self, image: bytes, frame_id: int | None = None) -> int:
+        """Send one encoded frame; returns its id."""
+        if frame_id is None:
+            frame_id = self._next_id
+        self._next_id = frame_id + 1
+        await self.connection.send(msgpack.packb({"type": "frame", "id": frame_id, "image": image}))
+        return frame_id
+
+    async def receive(self) -> dict[str, Any]:
+        """The next reply: a `result`, `skipped` or `error` map."""
+        raw = await self.connection.recv()
+        reply: dict[str, Any] = msgpack.unpackb(raw) if isinstance(raw, bytes) else json.loads(raw)
+        return reply
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+class Catchlight:
+    """A Catchlight server at `url` (http://host:port), with an optional bearer token."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8080", token: str | None = None, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Catchlight:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, path, **kwargs)
+        _raise_for(response)
+        return response
+
+    # -- collections and items ----------------------------------------------
+
+    def collections(self) -> list[dict[str, Any]]:
+        collections: list[dict[str, Any]] = self._request("GET", "/v1/collections").json()["collections"]
+        return collections
+
+    def create_collection(self, collection: str) -> bool:
+        """Create an empty collection; False if it existed."""
+        created: bool = self._request("PUT", f"/v1/collections/{quote(collection)}").json()["created"]
+        return created
+
+    def delete_collection(self, collection: str) -> None:
+        self._request("DELETE", f"/v1/collections/{quote(collection)}")
+
+    def items(self, collection: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self._request("GET", f"/v1/collections/{quote(collection)}/items").json()["items"]
+        return items
+
+    def add_item(
+        self,
+        collection: str,
+        image: ImageSource,
+        name: str,
+        metadata: dict[str, Any] | None = None,
+        item: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload a reference image; returns the stored item (with its `quality`)."""
+        data = {"name": name, "metadata": json.dumps(metadata or {})}
+        if item is not None:
+            data["item"] = item
+        filename = Path(image).name if not isinstance(image, bytes) else "image"
+        response = self._request(
+            "POST", f"/v1/collections/{quote(collection)}/items", files={"image": (filename, _image_bytes(image))}, data=data
+        )
+        stored: dict[str, Any] = response.json()
+        return stored
+
+    def get_item(self, collection: str, item: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._request("GET", f"/v1/collections/{quote(collection)}/items/{quote(item)}").json()
+        return found
+
+    def update_item(
+        self, collection: str, item: str, name: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if name is not None:
+            changes["name"] = name
+        if metadata is not None:
+            changes["metadata"] = metadata
+        updated: dict[str, Any] = self._request(
+            "PATCH", f"/v1/collections/{quote(collection)}/items/{quote(item)}", json=changes
+        ).json()
+        return updated
+
+    def delete_item(self, collection: str, item: str) -> None:
+        self._request("DELETE", f"/v1/collections/{quote(collection)}/items/{quote(item)}")
+
+    def thumbnail(self, collection: str, item: str) -> bytes:
+        return self._request("GET", f"/v1/collections/{quote(collection)}/items/{quote(item)}/thumbnail").content
+
+    # -- recognition ----------------------------------------------------------
+
+    def recognize(self, collection: str, image: ImageSource) -> dict[str, Any]:
+        """Recognize one image: {"width", "height", "items": [...], "timing": {...}}."""
+        response = self._request(
+            "POST",
+            "/v1/recognize",
+            params={"collection": collection},
+            content=_image_bytes(image),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    def stream_url(self, collection: str) -> str:
+        parts = urlsplit(self.url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return urlunsplit((scheme, parts.netloc, parts.path + "/v1/stream", f"collection={quote(collection)}", ""))
+
+    async def open_stream(self, collection: str) -> Stream:
+        """Open a camera stream; raises CatchlightError if the server refuses it."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        connection = await connect(self.stream_url(collection), additional_headers=headers, max_size=None)
+        raw = await connection.recv()
+        hello: dict[str, Any] = msgpack.unpackb(raw) if isinstance(raw, bytes) else json.loads(raw)
+        if hello.get("type") == "error":
+            code = 0
+            try:
+                await connection.recv()
+            except ConnectionClosed as closed:
+                code = closed.rcvd.code if closed.rcvd else 0
+            raise CatchlightError(code, hello.get("code", "error"), hello.get("message", ""))
+        return Stream(connection, hello)
+
+    async def stream(
+        self, collection: str, frames: AsyncIterable[bytes] | Iterable[bytes], in_flight: int = 1
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Send each frame and yield every reply, keeping at most `in_flight` frames unanswered.
+
+        Waiting for replies before sending more is what keeps a camera live on a slow
+        network: the server then always works on a recent frame.
+        """
+        stream = await self.open_stream(collection)
+        pending = 0
+        try:
+            if isinstance(frames, AsyncIterable):
+                async for frame in frames:
+                    while pending >= in_flight:
+                        yield await stream.receive()
+                        pending -= 1
+                    await stream.send(frame)
+                    pending += 1
+            else:
+                for frame in frames:
+                    while pending >= in_flight:
+                        yield await stream.receive()
+                        pending -= 1
+                    await stream.send(frame)
+                    pending += 1
+            while pending:
+                yield await stream.receive()
+                pending -= 1
+        finally:
+            await stream.close()
