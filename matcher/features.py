@@ -14,7 +14,6 @@ import numpy as np
 from matcher.model import Features
 from matcher.settings import MatcherSettings
 
-
 _orbs: dict[int, cv2.ORB] = {}
 
 
@@ -82,7 +81,7 @@ def describe_reference(gray: np.ndarray, width: int, height: int, settings: Matc
     budgets = np.maximum(1, np.round(settings.reference_features * weights / weights.sum())).astype(int)
     to_full = width / gray.shape[1]
     points, descriptors = [], []
-    for scale, budget in zip(scales, budgets):
+    for scale, budget in zip(scales, budgets, strict=True):
         if scale == 1.0:
             img = gray
         else:
