@@ -40,7 +40,6 @@ let sentFrame = -1;
 // the overlay moves results forward by the difference (Overlay.predict).
 let shownFrameAt = null;
 const takenAt = new Map();
-let streamProblem = "";
 const resultTimes = [];
 
 // ---- status and stats ------------------------------------------------------------------------
@@ -153,12 +152,20 @@ function showCamera() {
   mode = "camera";
   page.dataset.mode = mode;
   photoOverlay.clear();
-  setStatus(streamProblem ? "error" : "live", streamProblem);
+  setStatus("live", "");
   pump();
 }
 
-/** Send the newest camera frame if the client has room for one. */
-async function pump() {
+/**
+ * Send the newest camera frame if the client has room for one.
+ *
+ * Where frames are counted, frames are taken only in the video-frame callback
+ * (`inFrameCallback`): there the canvas gets exactly the frame the callback
+ * describes, so its capture time is known; elsewhere a newer frame may already
+ * be in the element. Otherwise every call may take the current frame.
+ */
+async function pump(inFrameCallback = false) {
+  if (countsFrames && !inFrameCallback) return;
   if (mode !== "camera" || !cameraLive || encoding || !client.ready) return;
   if (video.readyState < 2 || !video.videoWidth) return;
   const frame = countsFrames ? presentedFrames : video.currentTime;
@@ -192,7 +199,7 @@ function watchFrames() {
       shownFrameAt = metadata.captureTime ?? metadata.presentationTime;
       if (mode === "camera") cameraOverlay.predict(shownFrameAt);
     }
-    pump();
+    pump(true);
     next(tick);
   };
   next(tick);
@@ -219,8 +226,13 @@ client.onresult = (result) => {
 client.onskipped = () => pump();
 client.onerror = (error) => {
   if (error.code === "unknown_collection") {
-    streamProblem = `There is no collection “${collection}”. Pick one on the collection page.`;
-    if (mode !== "no-camera") setStatus("error", streamProblem);
+    const banner = $("#stream-problem");
+    banner.replaceChildren(`There is no collection “${collection}”. `);
+    const link = document.createElement("a");
+    link.href = "/collection";
+    link.textContent = "Pick one on the collection page.";
+    banner.append(link);
+    banner.hidden = false;
   } else {
     console.warn("catchlight:", error.code, error.message);
   }

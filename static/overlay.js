@@ -168,7 +168,7 @@ export function renderCardContent(card, item) {
  * polygon's points are CSS pixels inside the layer.
  */
 export class Overlay {
-  constructor(layer, media, { holdMs = 400, maxLeadMs = 150, onselect = null } = {}) {
+  constructor(layer, media, { holdMs = 400, maxLeadMs = 100, onselect = null } = {}) {
     this.layer = layer;
     this.media = media;
     this.holdMs = holdMs; // keep an item drawn this long after a frame that missed it (no flicker)
@@ -244,6 +244,7 @@ export class Overlay {
       if (!observed || !velocity) continue;
       const lead = Math.min(Math.max(shownAt - observed.at, 0), this.maxLeadMs);
       entry.drawn = observed.corners.map(([x, y], i) => [x + velocity[i][0] * lead, y + velocity[i][1] * lead]);
+      entry.group.dataset.leadMs = lead.toFixed(1);
       this._place(entry);
     }
   }
