@@ -15,7 +15,7 @@ from matcher.features import describe_frame, describe_reference, reference_quali
 from matcher.index import DescriptorIndex, InvertedFileIndex
 from matcher.model import Features, FrameResult, Reference
 from matcher.settings import MatcherSettings
-from matcher.verification import to_match, verify
+from matcher.verification import inlier_points, to_match, verify
 
 
 class UnknownCollection(LookupError):
@@ -88,8 +88,8 @@ class Recognizer:
     def collections(self) -> dict[str, int]:
         return {name: len(index) for name, index in self._collections.items()}
 
-    def recognize(self, collection: str, data: bytes) -> FrameResult:
-        """Decode a frame and find every reference of `collection` in it."""
+    def recognize(self, collection: str, data: bytes, with_inliers: bool = False) -> FrameResult:
+        """Decode a frame and find every reference of `collection` in it (with inlier positions if asked)."""
         index = self._collections.get(collection)
         if index is None:
             raise UnknownCollection(collection)
@@ -108,7 +108,8 @@ class Recognizer:
             verified = verify(frame, reference, candidate, self.settings)
             if verified is not None:
                 H, inliers, score = verified
-                result.matches.append(to_match(reference, H, image.scale, inliers, score))
+                points = inlier_points(frame, reference, candidate, H, self.settings) if with_inliers else None
+                result.matches.append(to_match(reference, H, image.scale, inliers, score, points))
         verified_at = time.perf_counter()
         result.matches.sort(key=lambda m: -m.score)
         result.timing = _milliseconds(

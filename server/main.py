@@ -27,6 +27,7 @@ from server.config import Config, ConfigError, load_config
 from server.credentials import CredentialStore
 from server.pool import WorkerPool
 from server.scheduler import Scheduler
+from server.usage import UsageStats
 
 log = logging.getLogger("catchlight")
 
@@ -162,7 +163,10 @@ async def serve(config: Config, redis_url: str, access: Access) -> None:
     if added:
         log.info("demo collection %r created with %d items", config.server.demo_collection, added)
 
-    app = make_app(config, catalog, scheduler, pool, access)
+    usage = UsageStats(store.redis, config.server.redis_prefix)
+    usage.active_streams = lambda: len(scheduler.streams)
+    usage.start()
+    app = make_app(config, catalog, scheduler, pool, usage, access)
     refresher = asyncio.ensure_future(keep_credentials_fresh(access, config.server.credentials_refresh_seconds))
     server = tornado.httpserver.HTTPServer(
         app, max_body_size=config.server.max_upload_bytes * 2, xheaders=False
@@ -184,6 +188,7 @@ async def serve(config: Config, redis_url: str, access: Access) -> None:
     log.info("stopping")
     refresher.cancel()
     await shut_down(server, app, pool, config.server.shutdown_grace_seconds)
+    await usage.close()
     catalog.close()
     log.info("stopped")
 

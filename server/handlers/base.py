@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import tornado.httputil
 import tornado.web
 
 from matcher.store import InvalidName, NotFound, StoreUnavailable
-from server.access import Access, Forbidden, Unauthorized
+from server.access import ANONYMOUS, Access, Forbidden, Unauthorized
 from server.catalog import Catalog, RequestRejected
 from server.credentials import Credential
 from server.scheduler import Overloaded
+from server.usage import collection_or_blank, token_of
 
 log = logging.getLogger("catchlight.http")
 
@@ -119,6 +121,12 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_status(204)
         self.finish()
 
+    @property
+    def token_id(self) -> str | None:
+        """The public id of the request's credential, for usage statistics (None: anonymous)."""
+        credential = self._credential
+        return None if credential is None or credential is ANONYMOUS else credential.id
+
     def allow(self, action: str, collection: str | None = None) -> Credential:
         """The request's credential if it may do `action` (on `collection`); raises Unauthorized or Forbidden."""
         if self._credential is None:
@@ -142,6 +150,22 @@ class ApiHandler(tornado.web.RequestHandler):
         if not isinstance(body, dict):
             raise RequestRejected("invalid_request", "the body must be a JSON object")
         return body
+
+    def on_finish(self) -> None:
+        usage = self.application.settings.get("usage")
+        if usage is not None:
+            status = self.get_status()
+            usage.count_request(
+                f"{self.request.method} {endpoint_name(type(self))}",
+                status,
+                self.request.request_time(),
+                self.usage_collection() if status < 400 else "",
+                token_of(self),
+            )
+
+    def usage_collection(self) -> str:
+        """The collection a request is counted for in the usage statistics ("" for none)."""
+        return collection_or_blank(self.path_args[0]) if self.path_args else ""
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, (RequestRejected, NotFound, InvalidName, StoreUnavailable, Overloaded, Unauthorized, Forbidden)):
@@ -180,3 +204,9 @@ class NotFoundHandler(ApiHandler):
 
     def prepare(self) -> None:
         raise tornado.web.HTTPError(404)
+
+
+def endpoint_name(handler: type) -> str:
+    """RecognizeHandler -> recognize, CollectionStatsHandler -> collection_stats: how statistics name an endpoint."""
+    name = handler.__name__.removesuffix("Handler")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

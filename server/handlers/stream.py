@@ -12,12 +12,13 @@ import tornado.websocket
 
 from matcher.store import InvalidName, StoreUnavailable, check_collection_name
 from server import protocol
-from server.access import RECOGNIZE, Access, Forbidden, Unauthorized
+from server.access import ANONYMOUS, RECOGNIZE, Access, Forbidden, Unauthorized
 from server.catalog import Catalog
 from server.credentials import Credential
 from server.handlers.base import FORBIDDEN_MESSAGE, UNAUTHORIZED_MESSAGE, presented_secret
 from server.pool import Job, JobFailed
 from server.scheduler import Scheduler, Stream, timing
+from server.usage import UsageStats, token_of
 
 log = logging.getLogger("catchlight.stream")
 
@@ -58,6 +59,16 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
     def handlers(self) -> set[StreamHandler]:
         handlers: set[StreamHandler] = self.application.settings["streams"]
         return handlers
+
+    @property
+    def usage(self) -> UsageStats | None:
+        return self.application.settings.get("usage")
+
+    @property
+    def token_id(self) -> str | None:
+        """The public id of the stream's credential, for usage statistics (None: anonymous)."""
+        credential = self.credential
+        return None if credential is None or credential is ANONYMOUS else credential.id
 
     def check_origin(self, origin: str) -> bool:
         allowed = self.application.settings["config"].server.allowed_origins
@@ -181,6 +192,8 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
             message_text = "this credential sends more frames per second than it may"
             self._send(protocol.error(protocol.RATE_LIMITED, message_text, decoded.id), binary)
             return
+        if self.usage is not None:
+            self.usage.count_frame(self.collection, token_of(self))
         job = self.stream.submit({"op": "recognize", "collection": self.collection, "image": decoded.image})
         asyncio.ensure_future(self._answer(decoded.id, job, binary))
 
@@ -201,7 +214,11 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
         elif not reply.get("ok"):
             self._send(protocol.error(reply.get("code", protocol.INTERNAL), reply.get("message", ""), frame_id), binary)
         else:
-            self._send(protocol.result(frame_id, reply, timing(job, reply)), binary)
+            spent = timing(job, reply)
+            if self.usage is not None:
+                self.usage.count_frame_answered(spent["total_ms"] / 1000.0)
+                self.usage.count_result(self.collection, [m["item"] for m in reply["items"]], token_of(self))
+            self._send(protocol.result(frame_id, reply, spent), binary)
 
     def _send(self, message: dict[str, Any], binary: bool) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():
