@@ -7,11 +7,12 @@ from typing import Any
 
 import tornado.web
 
+from server.access import Access
 from server.catalog import Catalog
 from server.config import Config
 from server.handlers import api, pages, stream
 from server.handlers import usage as usage_api
-from server.handlers.base import NotFoundHandler
+from server.handlers.base import NotFoundHandler, log_request
 from server.pool import WorkerPool
 from server.scheduler import Scheduler
 from server.usage import UsageStats
@@ -28,7 +29,12 @@ VENDOR = {
 
 
 def make_app(
-    config: Config, catalog: Catalog, scheduler: Scheduler, pool: WorkerPool, usage: UsageStats | None = None
+    config: Config,
+    catalog: Catalog,
+    scheduler: Scheduler,
+    pool: WorkerPool,
+    usage: UsageStats | None = None,
+    access: Access | None = None,
 ) -> tornado.web.Application:
     routes: list[Any] = [
         (r"/", pages.CameraPage),
@@ -62,6 +68,9 @@ def make_app(
         catalog=catalog,
         scheduler=scheduler,
         pool=pool,
+        access=access,
+        streams=set(),  # open StreamHandlers, closed with 1001 when the server stops
+        log_function=log_request,
         usage=usage,
         websocket_max_message_size=config.server.max_message_bytes * 4,
         websocket_ping_interval=config.server.websocket_ping_seconds,

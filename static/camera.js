@@ -1,6 +1,6 @@
 // The camera page: camera -> JPEG frames -> stream -> overlay; photo upload when there is no camera.
 
-import { CatchlightClient, recognizePhoto } from "./catchlight.js";
+import { CatchlightClient, pageToken, recognizePhoto } from "./catchlight.js";
 import { Overlay, renderCardContent } from "./overlay.js";
 
 const JPEG_QUALITY = 0.8;
@@ -24,7 +24,8 @@ const details = $("#details");
 
 const cameraOverlay = new Overlay(cameraLayer, video, { onselect: showDetails });
 const photoOverlay = new Overlay(photoLayer, photo, { holdMs: Infinity, onselect: showDetails });
-const client = new CatchlightClient(collection);
+const token = pageToken();
+const client = new CatchlightClient(collection, { token });
 const canvas = document.createElement("canvas");
 
 let mode = "starting"; // "camera" | "photo" | "starting" | "no-camera"
@@ -267,7 +268,7 @@ async function recognizeFile(file) {
   await photo.decode().catch(() => {});
   $("#photo-message").textContent = "Recognizing…";
   try {
-    const result = await recognizePhoto(file, collection);
+    const result = await recognizePhoto(file, collection, token);
     photoOverlay.update({ ...result, id: 0 });
     const n = (result.items || []).length;
     $("#photo-message").textContent = n

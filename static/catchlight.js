@@ -13,6 +13,28 @@ function msgpack() {
   return lib;
 }
 
+/**
+ * The credential the page was opened with (`?token=...`), kept for this tab in sessionStorage and
+ * taken out of the address bar so it is not shared by copying the URL. Null when there is none
+ * (a local server without credentials needs none).
+ */
+export function pageToken() {
+  const url = new URL(window.location.href);
+  const given = url.searchParams.get("token");
+  if (given) {
+    sessionStorage.setItem("catchlight-token", given);
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url);
+  }
+  return sessionStorage.getItem("catchlight-token");
+}
+
+/** Fetch options that carry `token` as `Authorization: Bearer` (unchanged when there is none). */
+export function withToken(token, options = {}) {
+  if (!token) return options;
+  return { ...options, headers: { ...(options.headers || {}), Authorization: `Bearer ${token}` } };
+}
+
 /** The websocket address of the stream for `collection`, on the server that served this page. */
 export function streamUrl(collection, base = window.location) {
   const scheme = base.protocol === "https:" ? "wss:" : "ws:";
@@ -34,8 +56,9 @@ export function streamUrl(collection, base = window.location) {
  * Every result/skipped/error reply that answers a frame carries `rtt_ms`.
  */
 export class CatchlightClient {
-  constructor(collection, { url = streamUrl(collection), maxDepth = 2, reconnect = true } = {}) {
+  constructor(collection, { url = streamUrl(collection), maxDepth = 2, reconnect = true, token = null } = {}) {
     this.collection = collection;
+    this.token = token;
     this.url = url;
     this.maxDepth = maxDepth;
     this.reconnect = reconnect;
@@ -57,6 +80,8 @@ export class CatchlightClient {
       const socket = new WebSocket(this.url);
       socket.binaryType = "arraybuffer";
       this.socket = socket;
+      // Browsers cannot set headers on a websocket: the credential goes as the first message.
+      if (this.token) socket.onopen = () => socket.send(JSON.stringify({ type: "auth", token: this.token }));
       socket.onmessage = (event) => {
         const message = this._decode(event.data);
         if (message === null) return;
@@ -169,12 +194,11 @@ export class CatchlightClient {
 }
 
 /** Recognize one photo over HTTP (POST /v1/recognize); resolves with the result, throws Error with the server's message. */
-export async function recognizePhoto(file, collection) {
-  const response = await fetch(`/v1/recognize?collection=${encodeURIComponent(collection)}`, {
-    method: "POST",
-    body: file,
-    headers: { "Content-Type": file.type || "application/octet-stream" },
-  });
+export async function recognizePhoto(file, collection, token = null) {
+  const response = await fetch(
+    `/v1/recognize?collection=${encodeURIComponent(collection)}`,
+    withToken(token, { method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" } }),
+  );
   let body = null;
   try {
     body = await response.json();
