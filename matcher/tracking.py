@@ -21,8 +21,9 @@ its sightings to `confirm(gray, sightings)`; `poses()` is what to report.
 - The homography is refitted (RANSAC) from the surviving points' reference
   positions each frame, so errors do not accumulate point by point.
 - A track whose points run low is re-verified by recognition; one that cannot
-  be followed (blur, occlusion) is reported at its last pose for a few frames
-  and followed again from its last good frame, then dropped.
+  be followed in a frame (blur, a hand over it) is not reported in that frame
+  but kept for a few frames and followed again from its last good frame, so
+  it comes back without a new recognition; then it is dropped.
 - Full recognition also runs every `recognize_every` frames, which re-verifies
   every track and picks up items that entered the view.
 - Corners are smoothed with a speed-dependent filter: a still object stays
@@ -44,10 +45,12 @@ _LK_LEVELS = 3
 _LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
 _SEED_QUALITY = 0.01  # goodFeaturesToTrack: corners at least this fraction of the strongest
 _SEED_MARGIN_PX = 4  # seed points this far inside the outline, off its edges
-_SMOOTHING_FLOOR = 0.05
-_MAX_FUSED = 8
+_SMOOTHING_FLOOR = 0.05  # smallest share of a new measurement taken in (still camera)
 _MIN_FLOW_AGREEMENT = 0.6  # share of the flowed points the refitted homography must explain
-_MAX_SIDE_CHANGE = 1.3  # an outline side grows or shrinks by less than this from one frame to the next  # recognitions averaged into a track's pose (later ones still count 1/8)  # smallest share of a new measurement taken in (still camera)
+_MAX_SIDE_CHANGE = 1.3  # an outline side grows or shrinks by less than this from one frame to the next
+# Share of a confirming recognition taken into the track's pose: averages recognition's own error of a
+# pixel or two, yet corrects the flow's slow drift within a couple of recognitions.
+_FUSE_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,6 @@ class Track:
     """Consecutive recognitions that did not see the item."""
     weak_misses: int = 0
     """Recognitions in a row that did not see the item while it was weak or lost."""
-    confirmations: int = 0
     disagreements: int = 0
     """Consecutive recognitions that saw the item elsewhere than the flow did."""
     recheck: bool = False
@@ -160,13 +162,12 @@ class StreamTracker:
             if track is not None and not track.lost and self._agrees(track, sighting.H):
                 track.disagreements = 0
                 track.recheck = False
-                # Keep following with the flow's (steadier) geometry, nudged towards the average of the
-                # recognitions so far: each has its own error of a pixel or two, and the flow would
-                # otherwise keep the first one's for ever. Then top up points that were lost.
+                # Keep following with the flow's (steadier) geometry, moved halfway to recognition's:
+                # each recognition errs by a pixel or two, the flow drifts slowly, and the flow alone would
+                # keep the first recognition's error for ever. Then top up points that were lost.
                 track.score, track.inliers, track.misses, track.weak_misses = sighting.score, sighting.inliers, 0, 0
                 track.recognized_now = True
-                track.confirmations += 1
-                self._fuse(track, sighting.H, 1.0 / min(track.confirmations + 1, _MAX_FUSED))
+                self._fuse(track, sighting.H, _FUSE_WEIGHT)
                 if len(track.points) < self.settings.track_reseed_fraction * track.seeded:
                     self._reseed(track, gray, track.H)
                 continue
@@ -197,6 +198,10 @@ class StreamTracker:
         """Every item to report for the current frame, best score first."""
         out = []
         for track in self.tracks.values():
+            if track.lost:
+                # Kept to be picked up again when the blur or the hand goes, but not shown where it no longer is:
+                # the scene may have changed altogether.
+                continue
             H = cv2.getPerspectiveTransform(
                 reference_corners(track.width, track.height), track.corners.astype(np.float32)
             ).astype(np.float64)

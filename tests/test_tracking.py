@@ -132,10 +132,22 @@ def test_a_tracked_object_survives_a_few_spoilt_frames(recognizer: Recognizer, b
             data = frame([("coffee.png", truth)], cover=(int(truth[:, 0].min()) - 10, 0, int(centre[0] - truth[:, 0].min()) + 10, 480))
         result = sessions.process(1, "posters", data)
         corners = corners_of(result, "coffee.png")
-        assert corners is not None, f"dropped during {spoil}"
-        assert np.max(np.linalg.norm(corners - truth, axis=1)) < FOLLOW_TOLERANCE_PX
+        if spoil == "occlusion":  # the visible half is still followed
+            assert corners is not None, "dropped while half covered"
+        if corners is not None:  # blur: not shown where the flow cannot follow, never shown elsewhere
+            assert np.max(np.linalg.norm(corners - truth, axis=1)) < FOLLOW_TOLERANCE_PX
     result = sessions.process(1, "posters", frame([("coffee.png", truth)]))
     assert corners_of(result, "coffee.png") is not None
+    if spoil == "blur":  # picked up again by the flow from before the blur, not by a new recognition
+        assert result.matches[0].tracked is True
+
+
+def test_an_object_that_leaves_the_view_is_not_reported(recognizer: Recognizer, background: np.ndarray) -> None:
+    frame = camera(background, seed=6)
+    sessions = StreamSessions(recognizer)
+    for _ in range(3):
+        assert sessions.process(1, "posters", frame([("coffee.png", coffee_at(0.5))])).matches
+    assert sessions.process(1, "posters", frame([])).matches == []
 
 
 def test_an_item_entering_the_view_is_found_within_a_recognition_period(recognizer: Recognizer, background: np.ndarray) -> None:
