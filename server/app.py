@@ -10,8 +10,10 @@ import tornado.web
 from server.catalog import Catalog
 from server.config import Config
 from server.handlers import api, pages, stream
+from server.handlers import scans as scan_handlers
 from server.handlers.base import NotFoundHandler
 from server.pool import WorkerPool
+from server.scans import Scans
 from server.scheduler import Scheduler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +26,9 @@ VENDOR = {
 }
 
 
-def make_app(config: Config, catalog: Catalog, scheduler: Scheduler, pool: WorkerPool) -> tornado.web.Application:
+def make_app(
+    config: Config, catalog: Catalog, scheduler: Scheduler, pool: WorkerPool, scans: Scans | None = None
+) -> tornado.web.Application:
     routes: list[Any] = [
         (r"/", pages.CameraPage),
         (r"/collection", pages.CollectionPage),
@@ -37,6 +41,10 @@ def make_app(config: Config, catalog: Catalog, scheduler: Scheduler, pool: Worke
         (r"/v1/recognize", api.RecognizeHandler),
         (r"/v1/openapi.json", api.OpenApiHandler, {"document": api.OpenApiHandler.load()}),
         (r"/v1/stream", stream.StreamHandler),
+        (r"/v1/scans", scan_handlers.ScansHandler),
+        (r"/v1/scans/([^/]+)", scan_handlers.ScanHandler),
+        (r"/scans", pages.ScansPage),
+        (r"/scans/([^/]+)", pages.ScanPage),
     ]
     for name, folder in VENDOR.items():
         routes.append((rf"/vendor/{name}/(.*)", tornado.web.StaticFileHandler, {"path": str(folder)}))
@@ -48,6 +56,7 @@ def make_app(config: Config, catalog: Catalog, scheduler: Scheduler, pool: Worke
         catalog=catalog,
         scheduler=scheduler,
         pool=pool,
+        scans=scans,
         websocket_max_message_size=config.server.max_message_bytes * 4,
         websocket_ping_interval=config.server.websocket_ping_seconds,
         websocket_ping_timeout=config.server.websocket_ping_seconds,

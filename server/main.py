@@ -17,11 +17,13 @@ import tornado.httpserver
 import tornado.netutil
 
 from matcher.embedded_redis import EmbeddedRedis, RedisStartError, start_or_reuse
+from matcher.scan_store import ScanStore
 from matcher.store import RedisCollectionStore, StoreUnavailable
 from server.app import ROOT, VENDOR, make_app
 from server.catalog import Catalog
 from server.config import Config, ConfigError, load_config
 from server.pool import WorkerPool
+from server.scans import ScanProcess, Scans
 from server.scheduler import Scheduler
 
 log = logging.getLogger("catchlight")
@@ -104,7 +106,12 @@ async def serve(config: Config, redis_url: str) -> None:
     if added:
         log.info("demo collection %r created with %d items", config.server.demo_collection, added)
 
-    app = make_app(config, catalog, scheduler, pool)
+    scan_store = ScanStore.from_url(redis_url, config.server.redis_prefix)
+    scans = Scans(scan_store, catalog, config.server)
+    scan_process = ScanProcess(config.matcher, redis_url, config.server.redis_prefix, scans.runner, config.server.scan_webhook_url)
+    scan_process.start()
+
+    app = make_app(config, catalog, scheduler, pool, scans)
     server = tornado.httpserver.HTTPServer(
         app, max_body_size=config.server.max_upload_bytes * 2, xheaders=False
     )
@@ -125,6 +132,7 @@ async def serve(config: Config, redis_url: str) -> None:
     log.info("stopping")
     server.stop()
     await pool.close()
+    await scan_process.close()
     await server.close_all_connections()
     catalog.close()
 

@@ -1,0 +1,72 @@
+"""Video scans over HTTP (docs/api.md): upload a video, follow the job, read where each item appears."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tornado.web
+
+from server.catalog import RequestRejected
+from server.handlers.base import ApiHandler
+from server.scans import Scans, Upload
+
+
+@tornado.web.stream_request_body
+class ScansHandler(ApiHandler):
+    """GET: the latest scans. POST: a video (multipart `video` file, or the raw body) starts a scan."""
+
+    upload: Upload | None = None
+
+    @property
+    def scans(self) -> Scans:
+        scans: Scans = self.application.settings["scans"]
+        return scans
+
+    def prepare(self) -> None:
+        if self.request.method != "POST":
+            return
+        limit = self.scans.settings.max_scan_bytes
+        length = int(self.request.headers.get("Content-Length") or 0)
+        if length > limit:
+            raise RequestRejected("body_too_large", f"the video is {length} bytes, the limit is {limit}")
+        self.request.connection.set_max_body_size(limit + (64 << 10))  # room for the form around the video
+        self.upload = self.scans.open_upload()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.upload is not None:
+            self.upload.write(chunk)
+
+    async def get(self) -> None:
+        self.send_json({"scans": await self.scans.list()})
+
+    async def post(self) -> None:
+        assert self.upload is not None
+        self.upload.finish()
+        content_type = self.request.headers.get("Content-Type", "")
+        fields: dict[str, str] = {}
+        if content_type.startswith("multipart/form-data"):
+            video, filename, fields = await self.scans.video_of_form(self.upload, content_type)
+        else:
+            video, filename = self.upload.path, self.get_query_argument("filename", "video")
+        self.upload = None  # the service owns the file now
+
+        def field(name: str) -> Any:
+            return fields.get(name) or self.get_query_argument(name, None)
+
+        body = await self.scans.create(video, filename, field("collection"), field("sample_rate"))
+        self.set_header("Location", f"/v1/scans/{body['scan']}")
+        self.send_json(body, 202)
+
+    def on_finish(self) -> None:
+        if self.upload is not None:
+            self.upload.discard()
+
+    def on_connection_close(self) -> None:
+        if self.upload is not None:
+            self.upload.discard()
+            self.upload = None
+
+
+class ScanHandler(ApiHandler):
+    async def get(self, scan: str) -> None:
+        self.send_json(await self.application.settings["scans"].get(scan))
