@@ -45,14 +45,14 @@ def spec(client: httpx.Client) -> dict[str, Any]:
 
 
 def api_routes() -> dict[str, type]:
-    """Route pattern -> handler class of every API route (not pages, assets or the websocket)."""
+    """Route pattern -> handler class of every API route, in any handler module (not pages, assets or the websocket)."""
     app = make_app(Config(), None, None, None)  # type: ignore[arg-type]
     return {
         rule.matcher.regex.pattern: rule.target
         for rule in app.wildcard_router.rules
         if isinstance(rule.matcher, PathMatches)
         and inspect.isclass(rule.target)
-        and rule.target.__module__ == api_handlers.__name__
+        and issubclass(rule.target, api_handlers.ApiHandler)
     }
 
 
