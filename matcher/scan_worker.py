@@ -142,7 +142,8 @@ def call_webhook(url: str, summary: dict[str, Any]) -> dict[str, Any]:
                 return outcome
         except (urllib.error.URLError, OSError, ValueError) as exc:
             outcome = {"status": "failed", "message": str(getattr(exc, "reason", exc)), "attempts": attempt + 1}
-        time.sleep(0.5 * 2**attempt)
+        if attempt + 1 < WEBHOOK_ATTEMPTS:
+            time.sleep(0.5 * 2**attempt)
     return outcome
 
 

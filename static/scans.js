@@ -1,5 +1,7 @@
 // The video scans page: start a scan, list recent ones, follow one (progress, then a timeline per item).
 
+import { getScan, listScans, startScan, watchScan } from "./catchlight.js";
+
 const POLL_MS = 500;
 const page = document.body;
 const $ = (selector) => document.querySelector(selector);
@@ -11,11 +13,10 @@ function el(tag, className, text) {
   return node;
 }
 
-async function getJson(url, options) {
-  const response = await fetch(url, options);
-  const body = await response.json().catch(() => null);
-  if (!response.ok) throw new Error(body && body.error ? body.error.message : `HTTP ${response.status}`);
-  return body;
+async function getJson(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  return response.json();
 }
 
 /** Seconds as m:ss.s (or s.s s under a minute). */
@@ -117,29 +118,22 @@ function renderScan(scan) {
 }
 
 async function follow(id) {
-  for (;;) {
-    let scan;
-    try {
-      scan = await getJson(`/v1/scans/${encodeURIComponent(id)}`);
-    } catch (err) {
-      $("#scan").hidden = false;
-      $("#scan-summary").textContent = `This scan cannot be shown: ${err.message}`;
-      page.dataset.state = "missing";
-      return;
-    }
-    renderScan(scan);
-    if (scan.state === "done" || scan.state === "failed") {
-      await renderList().catch(() => {});
-      return;
-    }
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  try {
+    await getScan(id); // a missing scan is reported at once
+    await watchScan(id, { onprogress: renderScan, intervalMs: POLL_MS });
+  } catch (err) {
+    $("#scan").hidden = false;
+    $("#scan-summary").textContent = `This scan cannot be shown: ${err.message}`;
+    page.dataset.state = "missing";
+    return;
   }
+  await renderList().catch(() => {});
 }
 
 // ---- list and form -------------------------------------------------------------------------
 
 async function renderList() {
-  const { scans } = await getJson("/v1/scans");
+  const scans = await listScans();
   const rows = scans.map((scan) => {
     const tr = el("tr");
     tr.dataset.scan = scan.scan;
@@ -181,19 +175,9 @@ $("#scan-form").addEventListener("submit", async (event) => {
   const file = $("#video-input").files[0];
   if (!file) return;
   const message = $("#form-message");
-  const params = new URLSearchParams({
-    collection: $("#collection-input").value,
-    sample_rate: $("#rate-input").value,
-    filename: file.name,
-  });
   message.textContent = "Uploading…";
   try {
-    // The raw body: the server writes it to disk as it arrives.
-    const scan = await getJson(`/v1/scans?${params}`, {
-      method: "POST",
-      body: file,
-      headers: { "Content-Type": "application/octet-stream" },
-    });
+    const scan = await startScan(file, $("#collection-input").value, { sampleRate: Number($("#rate-input").value) || null });
     window.location.assign(`/scans/${scan.scan}`);
   } catch (err) {
     message.textContent = `The video was not accepted: ${err.message}`;
