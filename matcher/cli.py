@@ -13,28 +13,26 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import re
 import signal
 import sys
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import yaml
 from tqdm import tqdm
 
-from matcher.decode import ImageError
 from matcher.embedded_redis import RedisStartError, start_or_reuse
-from matcher.recognizer import PoorReference, Recognizer
 from matcher.scan_store import ScanJob, ScanStore
-from matcher.scan_worker import cli_runner_id, notify, run_scan
 from matcher.settings import MatcherSettings
 from matcher.store import (
     InvalidName,
@@ -45,7 +43,13 @@ from matcher.store import (
     check_collection_name,
     check_item_id,
 )
-from matcher.worker import PreparedReference, prepare_reference
+
+if TYPE_CHECKING:
+    from matcher.recognizer import PoorReference
+    from matcher.worker import PreparedReference
+
+# OpenCV and FAISS (matcher.decode, matcher.recognizer, matcher.worker) are imported
+# by the commands that describe or recognize images only: list and remove start at once.
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -305,6 +309,10 @@ def cmd_add(args: argparse.Namespace, settings: CliSettings, out: TextIO) -> int
     name = check_name(args.name if args.name is not None else default_name(path), settings)
     metadata = check_metadata(parse_metadata_option(args.metadata) if args.metadata else None, settings)
     data = read_image_file(path)
+    from matcher.decode import ImageError
+    from matcher.recognizer import PoorReference
+    from matcher.worker import prepare_reference
+
     try:
         prepared = prepare_reference(data, settings.matcher, settings.thumbnail_side)
     except ImageError as exc:
@@ -398,6 +406,10 @@ def _init_pool_worker(settings: CliSettings) -> None:
 
 def prepare_import(task: ImportTask) -> ImportOutcome:
     """Read and describe one file; every failure becomes an outcome with the reason."""
+    from matcher.decode import ImageError
+    from matcher.recognizer import PoorReference
+    from matcher.worker import prepare_reference
+
     settings = _pool_settings or CliSettings()
     try:
         data = Path(task.path).read_bytes()
@@ -413,16 +425,61 @@ def prepare_import(task: ImportTask) -> ImportOutcome:
     return ImportOutcome(task, prepared)
 
 
-def _prepared_in_parallel(
-    tasks: list[ImportTask], jobs: int, settings: CliSettings
-) -> Generator[ImportOutcome, None, None]:
+@contextmanager
+def _described(tasks: list[ImportTask], jobs: int, settings: CliSettings) -> Iterator[Iterator[ImportOutcome]]:
+    """Outcomes of `tasks` as they finish, from `jobs` processes started on entry.
+
+    concurrent.futures rather than multiprocessing.Pool: when a worker dies (killed
+    for memory, a crash in an image library) it fails the pending results with
+    BrokenProcessPool, where Pool would wait for them forever.
+    """
     if jobs <= 1 or len(tasks) <= 1:
         global _pool_settings
         _pool_settings = settings
-        yield from map(prepare_import, tasks)
+        yield map(prepare_import, tasks)
         return
-    with multiprocessing.Pool(min(jobs, len(tasks)), _init_pool_worker, (settings,)) as pool:
-        yield from pool.imap_unordered(prepare_import, tasks)
+    # Forked workers (the default here) are safe because this process has run no OpenCV
+    # code yet: forking after OpenCV's thread pool has worked can deadlock the children.
+    # Importing the engine first lets every worker inherit it instead of importing it again.
+    import matcher.worker  # noqa: F401
+
+    executor = ProcessPoolExecutor(min(jobs, len(tasks)), initializer=_init_pool_worker, initargs=(settings,))
+    try:
+        futures = {executor.submit(prepare_import, task): task for task in tasks}
+        yield _as_finished(futures)
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _as_finished(futures: dict[Future[ImportOutcome], ImportTask]) -> Iterator[ImportOutcome]:
+    for future in as_completed(futures):
+        try:
+            yield future.result()
+        except BrokenProcessPool:
+            yield ImportOutcome(
+                futures[future],
+                None,
+                "not imported: a describing process died (out of memory, or a crash reading an image); "
+                "run the import again to retry",
+                crashed=True,
+            )
+        except Exception as exc:  # e.g. a result that could not be sent back
+            yield ImportOutcome(futures[future], None, f"unexpected {type(exc).__name__}: {exc}", crashed=True)
+
+
+def _store_imported(
+    store: RedisCollectionStore, collection: str, task: ImportTask, prepared: PreparedReference
+) -> dict[str, Any]:
+    try:
+        item = store.put_item(
+            collection, task.name, task.metadata, prepared.features, prepared.quality, prepared.thumbnail, task.item
+        )
+    except StoreUnavailable as exc:
+        raise CliError(
+            f"{exc} while storing {task.relative}; every image stored before it is complete, "
+            "run the same import again to finish"
+        ) from None
+    return {"file": task.relative, **item.to_wire()}
 
 
 def cmd_import(args: argparse.Namespace, settings: CliSettings, out: TextIO) -> int:
@@ -452,42 +509,25 @@ def cmd_import(args: argparse.Namespace, settings: CliSettings, out: TextIO) -> 
     with open_store(settings) as store:
         existing = {i.item for i in store.list_items(collection)} if store.has_collection(collection) else set()
         started = time.perf_counter()
-        outcomes = _prepared_in_parallel(tasks, args.jobs, settings)
-        bar = tqdm(
-            total=len(images),
-            initial=len(images) - len(tasks),
-            unit="img",
-            desc=f"import {collection}",
-            disable=True if args.quiet else None,  # None: only on a terminal
-        )
-        try:
-            for outcome in outcomes:
-                task = outcome.task
-                if outcome.prepared is None:
-                    (crashed if outcome.crashed else skipped).append((task.relative, outcome.reason))
-                else:
-                    try:
-                        item = store.put_item(
-                            collection,
-                            task.name,
-                            task.metadata,
-                            outcome.prepared.features,
-                            outcome.prepared.quality,
-                            outcome.prepared.thumbnail,
-                            task.item,
-                        )
-                    except StoreUnavailable as exc:
-                        raise CliError(
-                            f"{exc} after {len(imported)} images; every image stored so far is complete, "
-                            "run the same import again to finish"
-                        ) from None
-                    replaced += task.item in existing
-                    imported.append({"file": task.relative, **item.to_wire()})
-                bar.update()
-        finally:
-            bar.close()
-            outcomes.close()  # stops the pool at once if the import ends early
-    elapsed = time.perf_counter() - started
+        with _described(tasks, args.jobs, settings) as outcomes:
+            bar = tqdm(
+                total=len(images),
+                initial=len(images) - len(tasks),
+                unit="img",
+                desc=f"import {collection}",
+                disable=True if args.quiet else None,  # None: only on a terminal
+            )
+            try:
+                for outcome in outcomes:
+                    if outcome.prepared is None:
+                        (crashed if outcome.crashed else skipped).append((outcome.task.relative, outcome.reason))
+                    else:
+                        imported.append(_store_imported(store, collection, outcome.task, outcome.prepared))
+                        replaced += outcome.task.item in existing
+                    bar.update()
+            finally:
+                bar.close()
+        elapsed = time.perf_counter() - started
 
     order = {path.relative_to(folder).as_posix(): i for i, path in enumerate(images)}
     imported.sort(key=lambda i: order[i["file"]])
@@ -515,8 +555,12 @@ def cmd_import(args: argparse.Namespace, settings: CliSettings, out: TextIO) -> 
                 out.write(f"  {file}: {reason}\n")
         if crashed:
             out.write(f"Failed unexpectedly on {len(crashed)} (please report):\n")
+            by_reason: dict[str, list[str]] = {}
             for file, reason in crashed:
-                out.write(f"  {file}: {reason}\n")
+                by_reason.setdefault(reason, []).append(file)
+            for reason, files in by_reason.items():
+                shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+                out.write(f"  {shown}: {reason}\n")
     if crashed or not imported:
         return EXIT_FAILED
     return EXIT_OK
@@ -602,6 +646,9 @@ def cmd_recognize(args: argparse.Namespace, settings: CliSettings, out: TextIO) 
         if not store.has_collection(collection):
             raise NotFound(f"no collection {collection}")
         references = list(store.references(collection))
+    from matcher.decode import ImageError
+    from matcher.recognizer import Recognizer
+
     recognizer = Recognizer(settings.matcher)
     recognizer.load(collection, references)
     try:
@@ -632,6 +679,8 @@ def _seconds(t: float) -> str:
 
 
 def cmd_scan(args: argparse.Namespace, settings: CliSettings, out: TextIO) -> int:
+    from matcher.scan_worker import cli_runner_id, notify, run_scan
+
     collection = _checked_collection(args.collection)
     path = Path(args.video).resolve()
     if not path.is_file():

@@ -14,7 +14,6 @@ import numpy as np
 from matcher.model import Features
 from matcher.settings import MatcherSettings
 
-
 _orbs: dict[int, cv2.ORB] = {}
 
 
@@ -66,9 +65,26 @@ def detect(gray: np.ndarray, count: int, grid_cells: int) -> Features:
     return Features(points, np.ascontiguousarray(descriptors, np.uint8), w, h)
 
 
+def stretch_contrast(gray: np.ndarray, settings: MatcherSettings) -> np.ndarray:
+    """Spread a dim or flat (h, w) uint8 image over the full range, so FAST finds corners in low light.
+
+    ORB descriptors compare intensities, so they do not change under this
+    monotonic map; only the detector's fixed threshold benefits.
+    """
+    hist = np.bincount(gray.ravel(), minlength=256)
+    cdf = np.cumsum(hist)
+    tail = settings.contrast_clip * cdf[-1]
+    lo = int(np.searchsorted(cdf, tail))
+    hi = int(np.searchsorted(cdf, cdf[-1] - tail))
+    if hi - lo >= settings.min_contrast_range or hi <= lo:
+        return gray
+    lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    return cv2.LUT(gray, lut)
+
+
 def describe_frame(gray: np.ndarray, settings: MatcherSettings) -> Features:
     """Features of a camera frame already at working resolution."""
-    return detect(gray, settings.frame_features, settings.grid_cells)
+    return detect(stretch_contrast(gray, settings), settings.frame_features, settings.grid_cells)
 
 
 def describe_reference(gray: np.ndarray, width: int, height: int, settings: MatcherSettings) -> Features:
@@ -82,7 +98,7 @@ def describe_reference(gray: np.ndarray, width: int, height: int, settings: Matc
     budgets = np.maximum(1, np.round(settings.reference_features * weights / weights.sum())).astype(int)
     to_full = width / gray.shape[1]
     points, descriptors = [], []
-    for scale, budget in zip(scales, budgets):
+    for scale, budget in zip(scales, budgets, strict=True):
         if scale == 1.0:
             img = gray
         else:

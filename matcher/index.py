@@ -169,7 +169,17 @@ class InvertedFileIndex(DescriptorIndex):
             k = max(2, settings.neighbours)
             distances, ids = self._index.search(np.ascontiguousarray(descriptors), k)
             item_of_slot = list(self._item_of_slot)
-        return _vote(distances, ids, item_of_slot, settings)
+            voted = _vote(distances, ids, item_of_slot, settings)
+            references = [self._references.get(c.item) for c in voted]
+        # The global ratio test above is strict where references look alike (tiles of one photo,
+        # one brand's posters): re-match each candidate on its own to recover its correspondences.
+        result = []
+        for candidate, reference in zip(voted, references, strict=True):
+            found = match_descriptors(descriptors, reference, settings) if reference is not None else None
+            if found is not None and len(found[0]) > len(candidate.frame_indices):
+                candidate = Correspondences(candidate.item, found[0], found[1], candidate.votes)
+            result.append(candidate)
+        return result
 
 
 def _vote(
@@ -215,3 +225,27 @@ def _vote(
             )
         )
     return result
+
+
+def match_descriptors(frame_descriptors: np.ndarray, reference: Reference, settings: MatcherSettings) -> tuple[np.ndarray, np.ndarray] | None:
+    """Frame and reference indices of descriptor pairs passing the ratio test; None if too few.
+
+    The second-nearest neighbour of the ratio test is the nearest one lying
+    elsewhere on the reference, since a multi-scale reference describes the same
+    spot at several scales with near-identical descriptors.
+    """
+    ref = reference.features
+    if len(ref) < 2:
+        return None
+    k = min(4, len(ref))
+    distances, ids = faiss.knn_hamming(np.ascontiguousarray(frame_descriptors), ref.descriptors, k)
+    best = ids[:, 0]
+    near = np.linalg.norm(ref.points[ids] - ref.points[best][:, None, :], axis=2)
+    same_spot = near <= settings.same_spot_fraction * max(ref.width, ref.height)
+    elsewhere = np.where(same_spot, np.iinfo(np.int32).max, distances).min(axis=1)
+    elsewhere = np.minimum(elsewhere, settings.max_hamming / settings.ratio + 1)
+    keep = (distances[:, 0] <= settings.max_hamming) & (distances[:, 0] < settings.ratio * elsewhere)
+    frame_idx = np.nonzero(keep)[0]
+    if len(frame_idx) < max(4, settings.min_inliers):
+        return None
+    return frame_idx, best[frame_idx].astype(np.int64)

@@ -28,6 +28,10 @@ class MatcherSettings:
     """Extra scales a reference is described at, so small appearances match too."""
     grid_cells: int = 8
     """Keypoints are spread over a grid of this many cells per side."""
+    contrast_clip: float = 0.01
+    """Share of the darkest and of the brightest pixels ignored when measuring a frame's contrast."""
+    min_contrast_range: int = 160
+    """Frames whose intensities span less than this (after clipping) are stretched to the full range."""
     min_reference_keypoints: int = 60
     """A reference with fewer usable keypoints than this is refused."""
     min_reference_quality: float = 0.2
@@ -44,6 +48,8 @@ class MatcherSettings:
     """Descriptor pairs further apart than this never count as matches."""
     ivf_probe: int = 12
     """Inverted lists searched per descriptor."""
+    same_spot_fraction: float = 0.02
+    """Reference keypoints this close (fraction of the longer side) count as one spot in the ratio test."""
 
     # Geometric verification
     ransac_reprojection_px: float = 5.0

@@ -36,7 +36,10 @@ let encoding = false;
 const countsFrames = "requestVideoFrameCallback" in HTMLVideoElement.prototype;
 let presentedFrames = 0;
 let sentFrame = -1;
-let streamProblem = "";
+// When the frame on screen was taken (rVFC clock, ms), and when each frame in flight was taken:
+// the overlay moves results forward by the difference (Overlay.predict).
+let shownFrameAt = null;
+const takenAt = new Map();
 const resultTimes = [];
 
 // ---- status and stats ------------------------------------------------------------------------
@@ -200,12 +203,20 @@ function showCamera() {
   mode = "camera";
   page.dataset.mode = mode;
   photoOverlay.clear();
-  setStatus(streamProblem ? "error" : "live", streamProblem);
+  setStatus("live", "");
   pump();
 }
 
-/** Send the newest camera frame if the client has room for one. */
-async function pump() {
+/**
+ * Send the newest camera frame if the client has room for one.
+ *
+ * Where frames are counted, frames are taken only in the video-frame callback
+ * (`inFrameCallback`): there the canvas gets exactly the frame the callback
+ * describes, so its capture time is known; elsewhere a newer frame may already
+ * be in the element. Otherwise every call may take the current frame.
+ */
+async function pump(inFrameCallback = false) {
+  if (countsFrames && !inFrameCallback) return;
   if (mode !== "camera" || !cameraLive || encoding || !client.ready) return;
   if (video.readyState < 2 || !video.videoWidth) return;
   const frame = countsFrames ? presentedFrames : video.currentTime;
@@ -213,12 +224,16 @@ async function pump() {
   encoding = true;
   try {
     sentFrame = frame;
+    const frameTakenAt = shownFrameAt;
     const scale = Math.min(1, client.frameMaxSide / Math.max(video.videoWidth, video.videoHeight));
     canvas.width = Math.round(video.videoWidth * scale);
     canvas.height = Math.round(video.videoHeight * scale);
     canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
     const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", JPEG_QUALITY));
-    if (blob && client.ready) client.sendFrame(new Uint8Array(await blob.arrayBuffer()));
+    if (blob && client.ready) {
+      const id = client.sendFrame(new Uint8Array(await blob.arrayBuffer()));
+      if (frameTakenAt !== null) takenAt.set(id, frameTakenAt);
+    }
   } catch (err) {
     console.warn("frame not sent", err);
   } finally {
@@ -230,8 +245,12 @@ async function pump() {
 function watchFrames() {
   const next = countsFrames ? (cb) => video.requestVideoFrameCallback(cb) : requestAnimationFrame;
   const tick = (_now, metadata) => {
-    if (countsFrames) presentedFrames = metadata ? metadata.presentedFrames : presentedFrames + 1;
-    pump();
+    if (countsFrames && metadata) {
+      presentedFrames = metadata.presentedFrames;
+      shownFrameAt = metadata.captureTime ?? metadata.presentationTime;
+      if (mode === "camera") cameraOverlay.predict(shownFrameAt);
+    }
+    pump(true);
     next(tick);
   };
   next(tick);
@@ -246,8 +265,11 @@ client.onhello = () => {
 };
 client.onresult = (result) => {
   resultTimes.push(performance.now());
+  const capturedAt = takenAt.get(result.id) ?? null;
+  for (const id of takenAt.keys()) if (id <= result.id) takenAt.delete(id);
   if (mode === "camera") {
-    cameraOverlay.update(result);
+    cameraOverlay.update(result, { capturedAt });
+    if (shownFrameAt !== null) cameraOverlay.predict(shownFrameAt);
     page.dataset.items = cameraOverlay.size;
     if (speaking) announcer.update(result);
   }
@@ -256,8 +278,13 @@ client.onresult = (result) => {
 client.onskipped = () => pump();
 client.onerror = (error) => {
   if (error.code === "unknown_collection") {
-    streamProblem = `There is no collection “${collection}”. Pick one on the collection page.`;
-    if (mode !== "no-camera") setStatus("error", streamProblem);
+    const banner = $("#stream-problem");
+    banner.replaceChildren(`There is no collection “${collection}”. `);
+    const link = document.createElement("a");
+    link.href = "/collection";
+    link.textContent = "Pick one on the collection page.";
+    banner.append(link);
+    banner.hidden = false;
   } else {
     console.warn("catchlight:", error.code, error.message);
   }

@@ -37,6 +37,30 @@ export function apply(m, x, y) {
   return [(m[0] * x + m[1] * y + m[2]) / w, (m[3] * x + m[4] * y + m[5]) / w];
 }
 
+/** The homography mapping four points `from` onto four points `to` ([[x, y] x4] each); null if degenerate. */
+export function homographyFromPoints(from, to) {
+  // Eight equations in h0..h7 (h8 = 1), solved by Gaussian elimination with partial pivoting.
+  const rows = [];
+  for (let i = 0; i < 4; i++) {
+    const [x, y] = from[i];
+    const [u, v] = to[i];
+    rows.push([x, y, 1, 0, 0, 0, -u * x, -u * y, u]);
+    rows.push([0, 0, 0, x, y, 1, -v * x, -v * y, v]);
+  }
+  for (let col = 0; col < 8; col++) {
+    let pivot = col;
+    for (let r = col + 1; r < 8; r++) if (Math.abs(rows[r][col]) > Math.abs(rows[pivot][col])) pivot = r;
+    if (Math.abs(rows[pivot][col]) < 1e-10) return null;
+    [rows[col], rows[pivot]] = [rows[pivot], rows[col]];
+    for (let r = 0; r < 8; r++) {
+      if (r === col) continue;
+      const f = rows[r][col] / rows[col][col];
+      for (let c = col; c < 9; c++) rows[r][c] -= f * rows[col][c];
+    }
+  }
+  return [...rows.map((row, i) => row[8] / row[i]), 1];
+}
+
 /** CSS matrix3d() for a 2D homography (with transform-origin 0 0). */
 export function matrix3d(m) {
   const n = m.map((v) => v / m[8]);
@@ -152,15 +176,18 @@ export function renderCardContent(card, item) {
  * (an element exactly covering `media`).
  *
  * Each item's group exposes what it shows, for tests and debugging:
- * data-item, data-frame-id, data-corners (frame pixels, JSON) and
- * data-media-corners (intrinsic media pixels, JSON); the SVG polygon's
- * points are CSS pixels inside the layer.
+ * data-item, data-frame-id, data-corners (the server's corners, frame
+ * pixels, JSON), data-media-corners (the same in intrinsic media pixels) and
+ * data-drawn-corners (what is drawn, intrinsic media pixels: the server's
+ * corners moved forward to the frame on screen, see `predict`); the SVG
+ * polygon's points are CSS pixels inside the layer.
  */
 export class Overlay {
-  constructor(layer, media, { holdMs = 400, onselect = null } = {}) {
+  constructor(layer, media, { holdMs = 400, maxLeadMs = 100, onselect = null } = {}) {
     this.layer = layer;
     this.media = media;
     this.holdMs = holdMs; // keep an item drawn this long after a frame that missed it (no flicker)
+    this.maxLeadMs = maxLeadMs; // never extrapolate a motion further ahead than this
     this.onselect = onselect;
     this.svg = document.createElementNS(SVG_NS, "svg");
     this.svg.classList.add("outlines");
@@ -171,8 +198,11 @@ export class Overlay {
     this.resizes = new ResizeObserver(() => this.layout());
   }
 
-  /** Draw the items of a result (frame size result.width x result.height). */
-  update(result, now = performance.now()) {
+  /**
+   * Draw the items of a result (frame size result.width x result.height).
+   * `capturedAt` (ms, any clock also used for `predict`) is when the frame was taken.
+   */
+  update(result, { capturedAt = null, now = performance.now() } = {}) {
     for (const item of result.items || []) {
       let entry = this.shown.get(item.item);
       if (!entry) entry = this._create(item);
@@ -180,9 +210,18 @@ export class Overlay {
         renderCardContent(entry.card, item);
         entry.cardWidth = 0;
       }
+      const previous = entry.frame && entry.frame.width === result.width ? entry.observed : null;
       entry.item = item;
       entry.frame = { id: result.id, width: result.width, height: result.height };
       entry.seenAt = now;
+      entry.observed = capturedAt === null ? null : { at: capturedAt, corners: item.corners };
+      entry.velocity = null;
+      if (previous && entry.observed && capturedAt > previous.at && capturedAt - previous.at < 300) {
+        // Corner velocities in frame pixels per ms, between the last two frames the item was found in.
+        const dt = capturedAt - previous.at;
+        entry.velocity = item.corners.map(([x, y], i) => [(x - previous.corners[i][0]) / dt, (y - previous.corners[i][1]) / dt]);
+      }
+      entry.drawn = null;
     }
     for (const [id, entry] of this.shown) {
       if (now - entry.seenAt > this.holdMs) this._remove(id, entry);
@@ -206,6 +245,23 @@ export class Overlay {
     this.svg.setAttribute("width", boxW);
     this.svg.setAttribute("height", boxH);
     for (const entry of this.shown.values()) this._place(entry);
+  }
+
+  /**
+   * Move each outline and card to where its object is in the frame on screen
+   * (taken at `shownAt`): the result belongs to an older frame, so the object
+   * has moved on by its recent velocity times the age of that frame. Without
+   * two recent observations the server's corners are drawn as they are.
+   */
+  predict(shownAt) {
+    for (const entry of this.shown.values()) {
+      const { observed, velocity } = entry;
+      if (!observed || !velocity) continue;
+      const lead = Math.min(Math.max(shownAt - observed.at, 0), this.maxLeadMs);
+      entry.drawn = observed.corners.map(([x, y], i) => [x + velocity[i][0] * lead, y + velocity[i][1] * lead]);
+      entry.group.dataset.leadMs = lead.toFixed(1);
+      this._place(entry);
+    }
   }
 
   _create(item) {
@@ -242,33 +298,34 @@ export class Overlay {
   _place(entry) {
     const { item, frame, group, polygon, card } = entry;
     const toBox = frameToBox(this.media, frame.width, frame.height);
+    const corners = entry.drawn || item.corners;
     group.dataset.item = card.dataset.item = item.item;
     group.dataset.frameId = card.dataset.frameId = frame.id;
     group.dataset.corners = JSON.stringify(item.corners);
     if (!toBox) return;
     const [mediaW] = intrinsicSize(this.media);
     const toMedia = mediaW / frame.width;
-    group.dataset.mediaCorners = JSON.stringify(item.corners.map(([x, y]) => [x * toMedia, y * toMedia]));
-    const css = item.corners.map(([x, y]) => apply(toBox, x, y));
+    const inMedia = (points) => JSON.stringify(points.map(([x, y]) => [+(x * toMedia).toFixed(2), +(y * toMedia).toFixed(2)]));
+    group.dataset.mediaCorners = inMedia(item.corners);
+    group.dataset.drawnCorners = inMedia(corners);
+    const css = corners.map(([x, y]) => apply(toBox, x, y));
     polygon.setAttribute("points", css.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" "));
-    this._placeCard(entry, toBox, css);
+    this._placeCard(entry, toBox, css, corners);
   }
 
-  _placeCard(entry, toBox, css) {
+  _placeCard(entry, toBox, css, corners) {
     const { item, card } = entry;
-    const H = item.homography;
-    const Hinv = H && H.length === 9 ? invert(H) : null;
-    if (!Hinv) {
-      card.hidden = true;
-      return;
-    }
-    card.hidden = false;
+    const Hinv = item.homography && item.homography.length === 9 ? invert(item.homography) : null;
     // The reference's size is where its bottom-right corner comes from.
-    const [refW, refH] = apply(Hinv, item.corners[2][0], item.corners[2][1]);
-    if (!(refW > 1 && refH > 1)) {
-      card.hidden = true;
-      return;
-    }
+    const [refW, refH] = Hinv ? apply(Hinv, item.corners[2][0], item.corners[2][1]) : [0, 0];
+    const H =
+      refW > 1 && refH > 1
+        ? corners === item.corners
+          ? item.homography
+          : homographyFromPoints([[0, 0], [refW, 0], [refW, refH], [0, refH]], corners)
+        : null;
+    card.hidden = !H;
+    if (!H) return;
     // Lay the card out about as wide as the object's top edge looks on screen,
     // so the text keeps a readable size; re-layout only on a clear change.
     const topEdge = Math.hypot(css[1][0] - css[0][0], css[1][1] - css[0][1]);

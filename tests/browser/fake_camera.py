@@ -34,6 +34,15 @@ class FakeCamera:
     fps: int
     corners: np.ndarray
     """(N, 4, 2) float64: the reference's TL, TR, BR, BL in frame pixels for each of the N frames."""
+    reference_size: tuple[int, int]
+
+    def corners_between(self, first: int, last: int, steps: int = 4) -> list[np.ndarray]:
+        """The reference's corners along its path from frame `first` to frame `last`, `steps` per frame."""
+        count = len(self.corners)
+        return [
+            quad_at(((first + k / steps) % count) / count, *self.reference_size)
+            for k in range((last - first) * steps + 1)
+        ]
 
 
 def background(seed: int = 7) -> np.ndarray:
@@ -80,10 +89,13 @@ def quad(
 
 
 def quad_at(t: float, ref_w: int, ref_h: int) -> np.ndarray:
-    """Corners (4, 2) of the reference at phase t in [0, 1): a closed, smooth path, so the loop has no jump."""
+    """Corners (4, 2) of the reference at phase t in [0, 1): a closed, smooth path, so the loop has no jump.
+
+    The centre goes round a circle: like a hand-held camera, the motion has no sharp turns (a flat ellipse
+    would turn within a few frames at its ends, where no tracker can follow)."""
     angle = 2 * np.pi * t
-    centre = (WIDTH / 2 + 110 * np.cos(angle), HEIGHT / 2 - 10 + 55 * np.sin(angle))
-    longer = 300 * (1 + 0.08 * np.cos(2 * angle))
+    centre = (WIDTH / 2 + 85 * np.cos(angle), HEIGHT / 2 - 8 + 70 * np.sin(angle))
+    longer = 290 * (1 + 0.06 * np.cos(2 * angle))
     return quad(ref_w, ref_h, centre, longer, 12 * np.sin(angle), 0.86 + 0.06 * np.sin(angle))
 
 
@@ -131,7 +143,7 @@ def make_fake_camera(
             draw_barcode(frame, i)
             out.write(b"FRAME\n")
             out.write(cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
-    return FakeCamera(path, fps, corners)
+    return FakeCamera(path, fps, corners, (ref_w, ref_h))
 
 
 def composite_photo(references: list[np.ndarray], corners: list[np.ndarray]) -> np.ndarray:

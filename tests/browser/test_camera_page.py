@@ -37,18 +37,31 @@ REFERENCE_NAME = "Coffee cup"
 COLLECTION = "demo"
 VIEWPORT = {"width": 960, "height": 640}  # 3:2 page over a 4:3 camera: object-fit crops, the mapping must follow
 
-CORNER_TOLERANCE_PX = 5.0  # drawn vs true corners, in camera pixels (the matcher finds them within ~1-3 px)
+# Found vs true corners, in camera pixels: 2% of the object's 300 px (the matcher is within ~1-4 px here).
+CORNER_TOLERANCE_PX = 6.0
+# The drawn outline is extrapolated from the found corners towards the frame on screen (by at most 100 ms), so
+# it must lie on the object's path between the frame that was sent and the one shown, within this: the
+# found-corner error plus the error of a straight-line extrapolation of noisy corners on a curved path
+# (2-6 px seen, 11 on a loaded machine; the object moves ~12 px per camera frame).
+PATH_TOLERANCE_PX = 15.0
 CSS_SLACK_PX = 1.5  # rounding in the SVG points and the card's matrix
 SAMPLES = 6
 MIN_TRAVEL_PX = 40.0  # the object moves ~220 px across the loop; the outline must follow it
-MAX_FRAMES_BEHIND = 6  # at 15 fps: the outline belongs to a frame at most 400 ms older than the picture (1-3 seen)
+# At 15 fps: the outline belongs to a frame at most ~530 ms older than the picture (1-3 seen, 7 on a loaded machine).
+MAX_FRAMES_BEHIND = 8
 WAIT_MS = 20_000
 BARCODE = {"x": BARCODE_X, "y": BARCODE_Y, "cell": BARCODE_CELL, "bits": BARCODE_BITS}
 
 # What the page draws for an item, and (for the camera) the index of the video frame on screen at that moment,
 # read from the barcode of the fake camera's frame.
 SNAPSHOT_JS = """
-([item, barcode]) => {
+async ([item, barcode]) => {
+  const video = document.getElementById("video");
+  if (barcode && video.requestVideoFrameCallback) {
+    // Look right after the page has placed its overlay for a new video frame (callbacks run in the order
+    // they were registered, the page's first), so the overlay and the barcode read belong to one frame.
+    await new Promise((resolve) => video.requestVideoFrameCallback(resolve));
+  }
   const group = document.querySelector(`#camera-overlay g.item[data-item="${item}"]`)
     || document.querySelector(`#photo-overlay g.item[data-item="${item}"]`);
   if (!group || !group.dataset.mediaCorners) return null;
@@ -64,6 +77,7 @@ SNAPSHOT_JS = """
   return {
     frameId: Number(group.dataset.frameId),
     mediaCorners: JSON.parse(group.dataset.mediaCorners),
+    drawnCorners: JSON.parse(group.dataset.drawnCorners),
     polygon: group.querySelector("polygon").getAttribute("points").trim().split(/\\s+/)
       .map((p) => p.split(",").map(Number)),
     box: [media.clientWidth, media.clientHeight],
@@ -101,16 +115,19 @@ def media_to_css(points: np.ndarray, box: list[float], intrinsic: list[float], f
 
 
 def check_drawn_item(snapshot: dict, truth: np.ndarray) -> float:
-    """Assert the outline and card sit on the true corners; returns the corner error in media pixels."""
-    drawn = np.array(snapshot["mediaCorners"])
-    error = float(np.max(np.linalg.norm(drawn - truth, axis=1)))
-    assert error < CORNER_TOLERANCE_PX, f"outline corners {drawn.round(1).tolist()} vs true {truth.round(1).tolist()}"
-    expected_css, scale = media_to_css(truth, snapshot["box"], snapshot["intrinsic"], snapshot["fit"])
+    """Assert the server's corners are the true ones, and the outline and card are drawn where the page says.
+
+    Returns the corner error in media pixels. The drawn corners may be ahead of the server's (the camera page
+    moves them to the frame on screen); they are checked against that frame by the caller.
+    """
+    found = np.array(snapshot["mediaCorners"])
+    error = float(np.max(np.linalg.norm(found - truth, axis=1)))
+    assert error < CORNER_TOLERANCE_PX, f"corners {found.round(1).tolist()} vs true {truth.round(1).tolist()}"
+    drawn = np.array(snapshot["drawnCorners"])
+    expected_css, _ = media_to_css(drawn, snapshot["box"], snapshot["intrinsic"], snapshot["fit"])
     polygon = np.array(snapshot["polygon"])
     css_error = float(np.max(np.linalg.norm(polygon - expected_css, axis=1)))
-    assert css_error < CORNER_TOLERANCE_PX * scale + CSS_SLACK_PX, (
-        f"outline drawn at {polygon.tolist()}, object at {expected_css.tolist()}"
-    )
+    assert css_error < CSS_SLACK_PX, f"outline drawn at {polygon.tolist()}, corners at {expected_css.tolist()}"
     # The card lies in the object's plane along its bottom edge: inside the object its bottom corners are the
     # object's BL and BR; when it would hide most of a small object, its top corners are, just below it.
     edge = "cardBottom" if snapshot["cardPlacement"] == "inside" else "cardTop"
@@ -120,6 +137,10 @@ def check_drawn_item(snapshot: dict, truth: np.ndarray) -> float:
         f"card {edge} {card_edge.tolist()} vs outline bottom {polygon[[3, 2]].tolist()}"
     )
     return error
+
+
+def corner_distance(a: list | np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.linalg.norm(np.asarray(a, np.float64) - b, axis=1)))
 
 
 @pytest.fixture(scope="module")
@@ -179,14 +200,24 @@ def test_overlay_follows_the_object_seen_by_the_camera(page_server, launch_chrom
         frames = len(fake_camera.corners)
         snapshot["behind"] = (snapshot["shownFrame"] - snapshot["videoFrame"]) % frames
         assert snapshot["behind"] <= MAX_FRAMES_BEHIND, f"the overlay is {snapshot['behind']} camera frames late"
+        # What is drawn is compared with the object in the picture on screen; the server's own corners,
+        # which belong to the older frame, would be this far off:
         shown_truth = fake_camera.corners[snapshot["shownFrame"]]
-        snapshot["offset"] = float(np.max(np.linalg.norm(np.array(snapshot["mediaCorners"]) - shown_truth, axis=1)))
+        snapshot["offset"] = corner_distance(snapshot["drawnCorners"], shown_truth)
+        snapshot["unpredicted"] = corner_distance(snapshot["mediaCorners"], shown_truth)
+        path = fake_camera.corners_between(snapshot["videoFrame"], snapshot["videoFrame"] + snapshot["behind"] + 1)
+        on_path = min(corner_distance(snapshot["drawnCorners"], corners) for corners in path)
+        snapshot["onPath"] = on_path
+        assert on_path < PATH_TOLERANCE_PX, f"the outline is {on_path:.1f} px off the object's path"
         samples.append(snapshot)
     assert REFERENCE_NAME in samples[-1]["cardText"]
 
+    offsets = [s["offset"] for s in samples]
+    assert np.mean(offsets) <= np.mean([s["unpredicted"] for s in samples]) + 2.0, "extrapolation made it worse"
+
     # The outline moved with the object: different camera frames, and the drawn corners travelled.
     assert len({s["videoFrame"] for s in samples}) >= SAMPLES - 1
-    drawn = np.array([s["mediaCorners"] for s in samples])
+    drawn = np.array([s["drawnCorners"] for s in samples])
     travel = float(np.max(np.linalg.norm(drawn - drawn[0], axis=2)))
     assert travel > MIN_TRAVEL_PX, f"the outline stayed put (moved {travel:.1f} px)"
 
@@ -201,7 +232,9 @@ def test_overlay_follows_the_object_seen_by_the_camera(page_server, launch_chrom
         **shown,
         "corner_errors_px": [round(s["error"], 2) for s in samples],
         "frames_behind_screen": [s["behind"] for s in samples],
-        "offset_from_shown_frame_px": [round(s["offset"], 1) for s in samples],
+        "drawn_vs_path_px": [round(s["onPath"], 1) for s in samples],
+        "drawn_vs_shown_frame_px": [round(s["offset"], 1) for s in samples],
+        "server_corners_vs_shown_frame_px": [round(s["unpredicted"], 1) for s in samples],
         "travel_px": round(travel, 1),
     }
     (artifacts / "camera_page.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -242,6 +275,7 @@ def test_without_a_camera_the_page_says_so_and_recognizes_an_uploaded_photo(  # 
     snapshot = page.evaluate(SNAPSHOT_JS, [item, None])
     assert snapshot is not None and snapshot["fit"] == "contain"
     check_drawn_item(snapshot, truth)
+    assert corner_distance(snapshot["drawnCorners"], truth) < CORNER_TOLERANCE_PX
     page.screenshot(path=str(artifacts / f"upload_{state}.png"))
 
 
@@ -308,3 +342,11 @@ def test_collection_page_lists_every_item_with_its_thumbnail(page_server, launch
     page.keyboard.press("Escape")
     page.wait_for_function("() => document.getElementById('viewer').hidden", timeout=WAIT_MS)
     page.screenshot(path=str(artifacts / "collection_page.png"))
+
+
+def test_camera_page_says_when_the_collection_does_not_exist(page_server, launch_chromium):  # type: ignore[no-untyped-def]
+    page = launch_chromium().new_page(viewport=VIEWPORT)
+    page.goto(f"{page_server.url}/?collection=no-such-collection")
+    page.wait_for_selector("#stream-problem:not([hidden])", timeout=WAIT_MS)
+    assert "no-such-collection" in page.inner_text("#stream-problem")
+    assert page.get_attribute("#stream-problem a", "href") == "/collection"

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import cv2
 import httpx
@@ -28,6 +25,7 @@ import pytest
 
 from bench.scenes import corner_error, jpeg, paste, random_quad
 from matcher.embedded_redis import EmbeddedRedis, start_or_reuse
+from tests.conftest import RunningServer
 from tests.videos import write_video
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -208,55 +206,11 @@ def test_user_errors_are_one_line_messages_not_tracebacks(data_dir: Path, tmp_pa
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def _forward_lines(stream: TextIO, lines: queue.Queue[str]) -> None:
-    for line in stream:
-        lines.put(line)
-
-
-@pytest.fixture
-def running_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    data_dir = tmp_path / "server-data"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CATCHLIGHT_DEMO_COLLECTION": "", "CATCHLIGHT_POOL_SIZE": "1"}
-    env.pop("REDIS_URL", None)
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "server", "--port", "0", "--data-dir", str(data_dir)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    assert server.stdout is not None
-    threading.Thread(target=_forward_lines, args=(server.stdout, lines), daemon=True).start()
-    try:
-        deadline = time.monotonic() + 30
-        url = None
-        while url is None:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0 and server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                line = lines.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                continue
-            if line.startswith("Catchlight is ready: "):
-                url = line.split(": ", 1)[1].strip().rstrip("/")
-        yield url, data_dir
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-
-
 def test_item_added_to_a_running_servers_data_dir_is_recognized_within_a_second(
-    running_server: tuple[str, Path], tmp_path: Path
+    start_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:
-    url, data_dir = running_server
+    server = start_server(env={"CATCHLIGHT_DEMO_COLLECTION": ""})
+    url, data_dir = server.url, server.data_dir
     reference = demo_image("coffee.png")
     photo, truth = scene_with(reference, seed=11)
     added = run_json(data_dir, "add", "live", str(reference))
@@ -292,6 +246,42 @@ def test_cli_reads_the_shipped_config_like_the_server() -> None:
         server.server.max_name_length,
         server.server.max_metadata_bytes,
     )
+
+
+# Runs the real command in a fresh process with one image that kills the worker
+# describing it, as the kernel's out-of-memory killer would. (Not in the test
+# process: forking one that has run OpenCV's thread pool can deadlock the child.)
+DIES_ON_COFFEE = """
+import os, sys
+import matcher.cli as cli
+
+prepare = cli.prepare_import
+
+def dies_on_coffee(task):
+    if task.relative == "coffee.png":
+        os._exit(9)
+    return prepare(task)
+
+cli.prepare_import = dies_on_coffee
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_import_reports_a_dead_describing_process_instead_of_hanging(data_dir: Path, tmp_path: Path) -> None:
+    for name in ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"):
+        shutil.copy(demo_image(name), tmp_path / name)
+    result = subprocess.run(
+        [sys.executable, "-c", DIES_ON_COFFEE, "import", "dying", str(tmp_path), "--jobs", "2", "--quiet"]
+        + ["--data-dir", str(data_dir)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "coffee.png" in result.stdout and "process died" in result.stdout
 
 
 def test_scan_command_prints_where_each_item_appears_and_records_the_scan(data_dir: Path, tmp_path: Path) -> None:

@@ -1,0 +1,296 @@
+"""The benchmark: `python -m bench` (full) or `python -m bench --quick` (smoke check, a few minutes).
+
+For each collection size it loads the references into a Recognizer, runs the
+same query frames through it and through the plain OpenCV baseline, and
+writes `bench/results/results.md`, `results.json` and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import faiss
+import numpy as np
+import psutil
+
+from bench import dataset, queries, sources
+from bench.baseline import Baseline
+from bench.queries import LEVELS, Frame
+from bench.scenes import corner_error, jpeg
+from matcher.model import Reference
+from matcher.recognizer import Recognizer, describe_reference_image
+from matcher.settings import MatcherSettings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CORNER_TOLERANCE_PX = 10.0
+COLLECTION = "bench"
+
+
+@dataclass
+class Outcome:
+    """How one system did on one frame."""
+
+    level: str
+    found: list[bool]
+    """Per placement: right item with corners within tolerance (recall@1 for one-object levels)."""
+    errors: list[float]
+    """Corner error (px) of each placement whose item was returned."""
+    false_items: int
+    """Returned items that are not in the frame."""
+    ms: float
+    kinds: list[str] = field(default_factory=list)
+
+
+def _judge(frame: Frame, found: list[tuple[str, np.ndarray]], ms: float) -> Outcome:
+    """`found` is (item, corners) best first."""
+    truth = {p.name: p.corners for p in frame.placements}
+    hits, errors = [], []
+    if frame.level in ("easy", "moderate", "hard"):
+        p = frame.placements[0]
+        top = found[0] if found else None
+        ok = False
+        if top is not None and top[0] == p.name:
+            err = corner_error(top[1].tolist(), p.corners)
+            errors.append(err)
+            ok = err <= CORNER_TOLERANCE_PX
+        hits.append(ok)
+    else:
+        for p in frame.placements:
+            mine = [c for item, c in found if item == p.name]
+            ok = False
+            if mine:
+                err = corner_error(mine[0].tolist(), p.corners)
+                errors.append(err)
+                ok = err <= CORNER_TOLERANCE_PX
+            hits.append(ok)
+    false_items = sum(1 for item, _ in found if item not in truth)
+    return Outcome(frame.level, hits, errors, false_items, ms, list(frame.kinds))
+
+
+def run_ours(recognizer: Recognizer, frames: list[Frame]) -> list[Outcome]:
+    out = []
+    for frame in frames:
+        started = time.perf_counter()
+        result = recognizer.recognize(COLLECTION, frame.data)
+        ms = (time.perf_counter() - started) * 1000.0
+        found = [(m.item, np.asarray(m.corners, np.float64)) for m in result.matches]
+        out.append(_judge(frame, found, ms))
+    return out
+
+
+def run_baseline(baseline: Baseline, frames: list[Frame]) -> list[Outcome]:
+    out = []
+    for frame in frames:
+        found, ms = baseline.recognize(frame.data)
+        out.append(_judge(frame, found, ms))
+    return out
+
+
+def summarize(outcomes: list[Outcome]) -> dict:
+    """Figures per level, and per reference kind for recall."""
+    summary: dict = {}
+    for level in LEVELS:
+        rows = [o for o in outcomes if o.level == level]
+        if not rows:
+            continue
+        s: dict = {"frames": len(rows)}
+        if level == "distractors":
+            s["false_positive_rate"] = sum(o.false_items > 0 for o in rows) / len(rows)
+        else:
+            hits = [h for o in rows for h in o.found]
+            s["recall"] = sum(hits) / len(hits)
+            for kind in ("real", "generated"):
+                k = [h for o in rows for h, kk in zip(o.found, o.kinds, strict=True) if kk == kind]
+                s[f"recall_{kind}"] = sum(k) / len(k) if k else None
+            errors = [e for o in rows for e in o.errors]
+            s["median_corner_error_px"] = statistics.median(errors) if errors else None
+            s["wrong_item_rate"] = sum(o.false_items > 0 for o in rows) / len(rows)
+        ms = [o.ms for o in rows]
+        s["p50_ms"] = float(np.percentile(ms, 50))
+        s["p95_ms"] = float(np.percentile(ms, 95))
+        summary[level] = s
+    ms = [o.ms for o in outcomes]
+    summary["all"] = {"frames": len(ms), "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95))}
+    return summary
+
+
+def _pool_worker(recognizer: Recognizer, frames: list[Frame], start, results) -> None:
+    cv2.setNumThreads(1)
+    faiss.omp_set_num_threads(1)
+    start.wait()
+    for frame in frames:
+        recognizer.recognize(COLLECTION, frame.data)
+    results.put(len(frames))
+
+
+def pool_fps(recognizer: Recognizer, frames: list[Frame], processes: int) -> float:
+    """Frames per second with `processes` workers, each holding the (forked) index."""
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Event()
+    results = ctx.Queue()
+    workers = [ctx.Process(target=_pool_worker, args=(recognizer, frames[i::processes], start, results)) for i in range(processes)]
+    for w in workers:
+        w.start()
+    time.sleep(0.5)  # let the workers reach the start line; the clock starts below
+    t0 = time.perf_counter()
+    start.set()
+    done = sum(results.get() for _ in workers)
+    elapsed = time.perf_counter() - t0
+    for w in workers:
+        w.join()
+    return done / elapsed
+
+
+def _memory_child(references: list[Reference], settings: MatcherSettings, queue) -> None:
+    gc.collect()
+    process = psutil.Process()
+    before = process.memory_info().rss
+    held = [Reference(r.item, r.name, dict(r.metadata), type(r.features)(r.features.points.copy(), r.features.descriptors.copy(), r.features.width, r.features.height)) for r in references]
+    recognizer = Recognizer(settings)
+    recognizer.load(COLLECTION, held)
+    del held
+    gc.collect()
+    queue.put(process.memory_info().rss - before)
+
+
+def memory_per_reference(references: list[Reference], settings: MatcherSettings) -> float:
+    """Bytes a worker holds per reference (its Reference objects and index), measured in a fresh process."""
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    p = ctx.Process(target=_memory_child, args=(references, settings, queue))
+    p.start()
+    grown = queue.get()
+    p.join()
+    return grown / len(references)
+
+
+def time_to_add(recognizer: Recognizer, settings: MatcherSettings, backgrounds: list[np.ndarray], seed: int) -> dict:
+    """Upload-to-recognizable time for new items: describe + index insert, then a frame must find them."""
+    rng = np.random.default_rng(seed)
+    index = recognizer.collection(COLLECTION)
+    times, describe_times, found = [], [], 0
+    photos = sources.skimage_photos()[:6]
+    for n, path in enumerate(photos):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        data = jpeg(image, 92)
+        item = f"new-{n}"
+        t0 = time.perf_counter()
+        described = describe_reference_image(data, settings)
+        t1 = time.perf_counter()
+        index.add(Reference(item, item, {}, described.features))
+        t2 = time.perf_counter()
+        times.append((t2 - t0) * 1000.0)
+        describe_times.append((t1 - t0) * 1000.0)
+        frame = queries.make_frame(rng, "easy", [(item, "real", image)], backgrounds)
+        result = recognizer.recognize(COLLECTION, frame.data)
+        found += bool(result.matches and result.matches[0].item == item)
+    for n in range(len(photos)):
+        index.remove(f"new-{n}")
+    return {
+        "add_ms_median": statistics.median(times),
+        "add_ms_max": max(times),
+        "describe_ms_median": statistics.median(describe_times),
+        "recognized_after_add": f"{found}/{len(photos)}",
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="sizes 100 and 1,000, few frames: a smoke check")
+    parser.add_argument("--sizes", type=int, nargs="*", help="collection sizes (default 100 1000 10000)")
+    parser.add_argument("--with-100k", action="store_true", help="also 100,000 references (as many as the tile supply gives)")
+    parser.add_argument("--frames", type=int, help="frames per difficulty level")
+    parser.add_argument("--baseline-frames", type=int, nargs="*", help="baseline frames per level at each size")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    cv2.setNumThreads(1)
+    faiss.omp_set_num_threads(1)
+    settings = MatcherSettings()
+    if args.quick:
+        sizes = args.sizes or [100, 1000]
+        per_level = args.frames or 40
+        base_frames = args.baseline_frames or [10, 2]
+    else:
+        sizes = args.sizes or [100, 1000, 10_000]
+        per_level = args.frames or 200
+        base_frames = args.baseline_frames or [40, 10, 3]
+    if args.with_100k:
+        sizes.append(100_000)
+        base_frames.append(0)
+    base_frames = (base_frames + [base_frames[-1]] * len(sizes))[: len(sizes)]
+    started = time.perf_counter()
+
+    collection = dataset.build_collection(max(sizes), settings)
+    n_available = len(collection.specs)
+    backgrounds = [cv2.imread(p, cv2.IMREAD_COLOR) for p in dataset.background_paths()]
+    first = min(100, n_available)
+    pool = [(s.item, s.kind, dataset.render(s)) for s in collection.specs[:first]]
+    frames = queries.make_frames(7, per_level, pool, backgrounds)
+    print(f"{len(frames)} frames over {len(LEVELS)} levels; references: {n_available} described, refused {collection.refused}")
+
+    report: dict = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "opencv": cv2.__version__, "faiss": faiss.__version__},
+        "frames_per_level": per_level,
+        "refused": collection.refused,
+        "sizes": {},
+    }
+    for size, n_base in zip(sizes, base_frames, strict=True):
+        size = min(size, n_available)
+        references = collection.references(size)
+        kinds = {k: sum(1 for s in collection.specs[:size] if s.kind == k) for k in ("real", "generated")}
+        recognizer = Recognizer(settings)
+        gc.collect()
+        t0 = time.perf_counter()
+        recognizer.load(COLLECTION, references)
+        build_s = time.perf_counter() - t0
+        run_ours(recognizer, frames[:5])  # warm-up: first-call allocations are not a frame's cost
+        ours = run_ours(recognizer, frames)
+        entry: dict = {"references": kinds, "build_s": build_s, "ours": summarize(ours)}
+        entry["fps_pool"] = pool_fps(recognizer, frames[: min(len(frames), 400)], 2)
+        entry["memory_per_reference_bytes"] = memory_per_reference(references, settings)
+        entry["add"] = time_to_add(recognizer, settings, backgrounds, size)
+        if n_base:
+            subset = [f for level in LEVELS for f in [x for x in frames if x.level == level][:n_base]]
+            baseline = Baseline(
+                [s.item for s in collection.specs[:size]],
+                [(f.width, f.height) for f in collection.features[:size]],
+                collection.baseline_points[:size],
+                collection.baseline[:size],
+            )
+            base = run_baseline(baseline, subset)
+            ours_subset = [o for o, f in zip(ours, frames, strict=True) if any(f is x for x in subset)]
+            entry["baseline"] = summarize(base)
+            entry["ours_on_baseline_frames"] = summarize(ours_subset)
+        report["sizes"][str(size)] = entry
+        print(_size_line(size, entry))
+        del recognizer
+    report["elapsed_s"] = time.perf_counter() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(report, indent=1))
+    from bench.report import write_report
+
+    write_report(report, args.out, quick=args.quick)
+    print((args.out / "results.md").read_text())
+
+
+def _size_line(size: int, e: dict) -> str:
+    o = e["ours"]
+    parts = [f"{size} refs: build {e['build_s']:.1f}s", f"p50 {o['all']['p50_ms']:.1f} ms", f"p95 {o['all']['p95_ms']:.1f} ms"]
+    for level in LEVELS:
+        if level in o:
+            v = o[level].get("recall", o[level].get("false_positive_rate"))
+            parts.append(f"{level} {100 * v:.1f}%")
+    if "baseline" in e:
+        parts.append(f"baseline p50 {e['baseline']['all']['p50_ms']:.0f} ms")
+    return ", ".join(parts)
