@@ -679,8 +679,15 @@ def _seconds(t: float) -> str:
 
 
 def cmd_scan(args: argparse.Namespace, settings: CliSettings, out: TextIO) -> int:
+    import cv2
+    import faiss
+
     from matcher.scan_worker import cli_runner_id, notify, run_scan
 
+    # One thread each, as in the workers: frames are processed one after the other, and OpenMP
+    # threads spinning for work cost far more than they give on a few cores (7x slower on 2).
+    cv2.setNumThreads(1)
+    faiss.omp_set_num_threads(1)
     collection = _checked_collection(args.collection)
     path = Path(args.video).resolve()
     if not path.is_file():
