@@ -88,9 +88,7 @@ def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             process.wait()
 
 
-# Per module, not per session: the sync API runs an asyncio loop in the main thread while it is
-# open, and tests after the browser tests (the SDK's asyncio.run) need the thread without one.
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def playwright_driver() -> Iterator[object]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package")
