@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -11,6 +14,12 @@ from catchlight import Catchlight, CatchlightError
 from tests.conftest import RunningServer
 from tests.frames import composite, plain
 from tests.images import photo_bytes
+
+
+def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine on its own loop in a thread: the browser tests' driver may own this thread's loop."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
 
 
 @pytest.fixture
@@ -48,19 +57,16 @@ def test_stream_yields_one_reply_per_frame(client: Catchlight) -> None:
     client.add_item("sdk-stream", photo_bytes("astronaut.png"), name="Astronaut")
     frames = [composite(["astronaut.png"], seed=s)[0] for s in range(70, 75)] + [plain("grass.png")]
 
-    async def run() -> list[dict]:
+    async def collect() -> list[dict]:
         return [reply async for reply in client.stream("sdk-stream", frames)]
 
-    replies = asyncio.run(run())
+    replies = run(collect())
     assert [r["id"] for r in replies] == list(range(6))
     assert all(r["type"] == "result" for r in replies)
     assert [len(r["items"]) for r in replies] == [1, 1, 1, 1, 1, 0]
 
 
 def test_opening_a_stream_on_an_unknown_collection_raises(client: Catchlight) -> None:
-    async def run() -> None:
-        await client.open_stream("nowhere")
-
     with pytest.raises(CatchlightError) as refused:
-        asyncio.run(run())
+        run(client.open_stream("nowhere"))
     assert (refused.value.status, refused.value.code) == (4404, "unknown_collection")
