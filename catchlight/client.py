@@ -173,14 +173,42 @@ class Catchlight:
     def thumbnail(self, collection: str, item: str) -> bytes:
         return self._request("GET", f"/v1/collections/{quote(collection)}/items/{quote(item)}/thumbnail").content
 
+    def keypoints(self, collection: str, item: str) -> dict[str, Any]:
+        """An item's keypoints: {"width", "height", "points": [[x, y], ...]} in pixels of the uploaded image."""
+        found: dict[str, Any] = self._request(
+            "GET", f"/v1/collections/{quote(collection)}/items/{quote(item)}/keypoints"
+        ).json()
+        return found
+
+    # -- usage statistics -------------------------------------------------------
+
+    def stats(self, range: str = "24h", collection: str | None = None) -> dict[str, Any]:
+        """Usage over the last `range` ("1h", "24h", "7d", "30d"): series, totals, top items, latency."""
+        params = {"range": range}
+        if collection is not None:
+            params["collection"] = collection
+        summary: dict[str, Any] = self._request("GET", "/v1/stats", params=params).json()
+        return summary
+
+    def item_stats(self, collection: str, range: str = "24h") -> dict[str, dict[str, Any]]:
+        """Item id -> {"name", "total", "recent"}: how often each item was recognized."""
+        body = self._request("GET", f"/v1/collections/{quote(collection)}/stats", params={"range": range}).json()
+        return {entry["item"]: entry for entry in body["items"]}
+
     # -- recognition ----------------------------------------------------------
 
-    def recognize(self, collection: str, image: ImageSource) -> dict[str, Any]:
-        """Recognize one image: {"width", "height", "items": [...], "timing": {...}}."""
+    def recognize(self, collection: str, image: ImageSource, inliers: bool = False) -> dict[str, Any]:
+        """Recognize one image: {"width", "height", "items": [...], "timing": {...}}.
+
+        `inliers`: each item also gets `inlier_points`, where its supporting matches are in the image.
+        """
+        params = {"collection": collection}
+        if inliers:
+            params["inliers"] = "1"
         response = self._request(
             "POST",
             "/v1/recognize",
-            params={"collection": collection},
+            params=params,
             content=_image_bytes(image),
             headers={"Content-Type": "application/octet-stream"},
         )

@@ -66,9 +66,11 @@ class Match:
     """9 floats, row-major, reference pixels -> frame pixels."""
     score: float
     inliers: int
+    inlier_points: list[list[float]] | None = None
+    """Frame positions of the inliers, in full-frame pixels; only when asked for (it is bulky)."""
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "item": self.item,
             "name": self.name,
             "metadata": self.metadata,
@@ -77,6 +79,9 @@ class Match:
             "score": self.score,
             "inliers": self.inliers,
         }
+        if self.inlier_points is not None:
+            wire["inlier_points"] = self.inlier_points
+        return wire
 
 
 @dataclass

@@ -15,7 +15,7 @@ from matcher.features import describe_frame, describe_reference, reference_quali
 from matcher.index import DescriptorIndex, InvertedFileIndex
 from matcher.model import Features, FrameResult, Reference
 from matcher.settings import MatcherSettings
-from matcher.verification import to_match, verify
+from matcher.verification import inlier_points, to_match, verify
 
 
 class UnknownCollection(LookupError):
@@ -88,15 +88,17 @@ class Recognizer:
     def collections(self) -> dict[str, int]:
         return {name: len(index) for name, index in self._collections.items()}
 
-    def recognize(self, collection: str, data: bytes) -> FrameResult:
-        """Decode a frame and find every reference of `collection` in it."""
+    def recognize(self, collection: str, data: bytes, with_inliers: bool = False) -> FrameResult:
+        """Decode a frame and find every reference of `collection` in it (with inlier positions if asked)."""
         if collection not in self._collections:
             raise UnknownCollection(collection)
         started = time.perf_counter()
         image = decode_image(data, self.settings.frame_max_side, self.settings.max_image_pixels)
-        return self.recognize_image(collection, image, started)
+        return self.recognize_image(collection, image, started, with_inliers)
 
-    def recognize_image(self, collection: str, image: DecodedImage, started: float | None = None) -> FrameResult:
+    def recognize_image(
+        self, collection: str, image: DecodedImage, started: float | None = None, with_inliers: bool = False
+    ) -> FrameResult:
         """Find every reference of `collection` in an already decoded frame (a video frame, say)."""
         index = self._collections.get(collection)
         if index is None:
@@ -115,7 +117,8 @@ class Recognizer:
             verified = verify(frame, reference, candidate, self.settings)
             if verified is not None:
                 H, inliers, score = verified
-                result.matches.append(to_match(reference, H, image.scale, inliers, score))
+                points = inlier_points(frame, reference, candidate, H, self.settings) if with_inliers else None
+                result.matches.append(to_match(reference, H, image.scale, inliers, score, points))
         verified_at = time.perf_counter()
         result.matches.sort(key=lambda m: -m.score)
         result.timing = _milliseconds(

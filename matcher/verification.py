@@ -95,8 +95,18 @@ def verify(
     return H, distinct, round(float(score), 3)
 
 
-def to_match(reference: Reference, H_work: np.ndarray, scale: float, inliers: int, score: float) -> Match:
-    """A verified reference as a result, in full-frame pixels (the frame was decoded at `scale`)."""
+def to_match(
+    reference: Reference,
+    H_work: np.ndarray,
+    scale: float,
+    inliers: int,
+    score: float,
+    points_work: np.ndarray | None = None,
+) -> Match:
+    """A verified reference as a result, in full-frame pixels (the frame was decoded at `scale`).
+
+    `points_work`: (K, 2) inlier positions in working pixels, reported when given.
+    """
     H = np.diag([1.0 / scale, 1.0 / scale, 1.0]) @ H_work
     H = H / H[2, 2]
     corners, _ = project(H, reference_corners(reference.features.width, reference.features.height))
@@ -108,4 +118,26 @@ def to_match(reference: Reference, H_work: np.ndarray, scale: float, inliers: in
         homography=[float(v) for v in H.ravel()],
         score=score,
         inliers=inliers,
+        inlier_points=None
+        if points_work is None
+        else [[round(float(x) / scale, 1), round(float(y) / scale, 1)] for x, y in points_work],
     )
+
+
+def inlier_points(
+    frame: Features, reference: Reference, correspondences: Correspondences, H: np.ndarray, settings: MatcherSettings
+) -> np.ndarray:
+    """(K, 2) float32 frame positions (working pixels) of the distinct matches that H explains.
+
+    Recomputed from H with the RANSAC threshold, so verify() keeps its shape; used
+    only when a client asks to see the inliers.
+    """
+    if len(correspondences.frame_indices) == 0:
+        return np.zeros((0, 2), np.float32)
+    src = reference.features.points[correspondences.reference_indices]
+    dst = frame.points[correspondences.frame_indices]
+    projected, w = project(H, src)
+    with np.errstate(invalid="ignore"):
+        close = (w > 1e-6) & (np.linalg.norm(projected - dst, axis=1) <= settings.ransac_reprojection_px)
+    indices = np.unique(correspondences.frame_indices[close])
+    return frame.points[indices].astype(np.float32)

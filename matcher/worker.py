@@ -1,7 +1,7 @@
 """A matcher worker process: holds every collection's index in memory and answers jobs.
 
 The server sends msgpack requests over a pipe, one at a time per worker:
-  {"op": "recognize", "collection": str, "image": bytes}
+  {"op": "recognize", "collection": str, "image": bytes, "inliers"?: bool}
   {"op": "describe", "image": bytes}          features of a new reference + thumbnail
 and gets one msgpack reply each: {"ok": true, ...} or {"ok": false, "code", "message"}.
 
@@ -136,7 +136,7 @@ def _recognize(request: dict[str, Any], recognizer: Recognizer, follower: Collec
     if not recognizer.has(collection):
         # Created a moment ago and not yet seen in the change log: read it now.
         follower.load(collection)
-    result = recognizer.recognize(collection, request["image"])
+    result = recognizer.recognize(collection, request["image"], bool(request.get("inliers")))
     return {
         "ok": True,
         "width": result.width,

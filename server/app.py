@@ -11,10 +11,12 @@ from server.catalog import Catalog
 from server.config import Config
 from server.handlers import api, pages, stream
 from server.handlers import scans as scan_handlers
+from server.handlers import usage as usage_api
 from server.handlers.base import NotFoundHandler
 from server.pool import WorkerPool
 from server.scans import Scans
 from server.scheduler import Scheduler
+from server.usage import UsageStats
 
 ROOT = Path(__file__).resolve().parent.parent
 ITEM = r"/v1/collections/([^/]+)/items/([^/]+)"
@@ -23,11 +25,17 @@ ITEM = r"/v1/collections/([^/]+)/items/([^/]+)"
 # Third-party browser libraries, installed by npm at setup (package.json) and served as our own assets.
 VENDOR = {
     "msgpack": ROOT / "node_modules" / "@msgpack" / "msgpack" / "dist.umd",
+    "uplot": ROOT / "node_modules" / "uplot" / "dist",
 }
 
 
 def make_app(
-    config: Config, catalog: Catalog, scheduler: Scheduler, pool: WorkerPool, scans: Scans | None = None
+    config: Config,
+    catalog: Catalog,
+    scheduler: Scheduler,
+    pool: WorkerPool,
+    usage: UsageStats | None = None,
+    scans: Scans | None = None,
 ) -> tornado.web.Application:
     routes: list[Any] = [
         (r"/", pages.CameraPage),
@@ -38,6 +46,14 @@ def make_app(
         (r"/v1/collections/([^/]+)/items", api.ItemsHandler),
         (ITEM, api.ItemHandler),
         (ITEM + r"/thumbnail", api.ThumbnailHandler),
+        (ITEM + r"/keypoints", api.KeypointsHandler),
+        (r"/v1/collections/([^/]+)/stats", usage_api.CollectionStatsHandler),
+        (r"/v1/stats", usage_api.StatsHandler),
+        (r"/metrics", usage_api.MetricsHandler),
+        (r"/console", pages.ConsolePage),
+        (r"/console/collections/([^/]+)", pages.ConsoleCollectionPage),
+        (r"/console/try", pages.TryPhotoPage),
+        (r"/console/stats", pages.DashboardPage),
         (r"/v1/recognize", api.RecognizeHandler),
         (r"/v1/openapi.json", api.OpenApiHandler, {"document": api.OpenApiHandler.load()}),
         (r"/v1/stream", stream.StreamHandler),
@@ -56,6 +72,7 @@ def make_app(
         catalog=catalog,
         scheduler=scheduler,
         pool=pool,
+        usage=usage,
         scans=scans,
         websocket_max_message_size=config.server.max_message_bytes * 4,
         websocket_ping_interval=config.server.websocket_ping_seconds,

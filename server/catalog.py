@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from matcher.store import CollectionStore, Item, unpack_features
+from matcher.store import CollectionStore, Item, NotFound, check_item_id, unpack_features
 from server.config import ServerSettings
 from server.pool import Job, JobFailed
 from server.scheduler import Scheduler, timing
@@ -112,16 +112,37 @@ class Catalog:
         metadata = self.check_metadata(changes["metadata"]) if "metadata" in changes else None
         return await self.in_store(self.store.update_item, collection, item, name, metadata)
 
-    async def recognize(self, collection: str, image: bytes) -> dict[str, Any]:
-        """Recognize one image; the same shape as a stream result, without type and id."""
+    async def recognize(self, collection: str, image: bytes, inliers: bool = False) -> dict[str, Any]:
+        """Recognize one image; the same shape as a stream result, without type and id.
+
+        `inliers`: each match also gives `inlier_points`, the frame positions of its inliers.
+        """
         if not await self.in_store(self.store.has_collection, collection):
             raise RequestRejected("unknown_collection", f"no collection {collection}")
-        job, reply = await self._run_job({"op": "recognize", "collection": collection, "image": image})
+        request: dict[str, Any] = {"op": "recognize", "collection": collection, "image": image}
+        if inliers:
+            request["inliers"] = True
+        job, reply = await self._run_job(request)
         return {
             "width": reply["width"],
             "height": reply["height"],
             "items": reply["items"],
             "timing": timing(job, reply),
+        }
+
+    async def keypoints(self, collection: str, item: str) -> dict[str, Any]:
+        """An item's keypoints in pixels of its uploaded image, for drawing over its thumbnail."""
+        check_item_id(item)
+        reference = await self.in_store(self.store.reference, collection, item)
+        if reference is None:
+            raise NotFound(f"no item {item} in collection {collection}")
+        features = reference.features
+        return {
+            "collection": collection,
+            "item": item,
+            "width": features.width,
+            "height": features.height,
+            "points": [[round(float(x), 1), round(float(y), 1)] for x, y in features.points],
         }
 
     # -- demo -------------------------------------------------------------------

@@ -25,6 +25,7 @@ from server.config import Config, ConfigError, load_config
 from server.pool import WorkerPool
 from server.scans import ScanProcess, Scans
 from server.scheduler import Scheduler
+from server.usage import UsageStats
 
 log = logging.getLogger("catchlight")
 
@@ -106,12 +107,14 @@ async def serve(config: Config, redis_url: str) -> None:
     if added:
         log.info("demo collection %r created with %d items", config.server.demo_collection, added)
 
+    usage = UsageStats(store.redis, config.server.redis_prefix)
+    usage.active_streams = lambda: len(scheduler.streams)
+    usage.start()
     scan_store = ScanStore.from_url(redis_url, config.server.redis_prefix)
     scans = Scans(scan_store, catalog, config.server)
     scan_process = ScanProcess(config.matcher, redis_url, config.server.redis_prefix, scans.runner, config.server.scan_webhook_url)
     scan_process.start()
-
-    app = make_app(config, catalog, scheduler, pool, scans)
+    app = make_app(config, catalog, scheduler, pool, usage, scans)
     server = tornado.httpserver.HTTPServer(
         app, max_body_size=config.server.max_upload_bytes * 2, xheaders=False
     )
@@ -134,6 +137,7 @@ async def serve(config: Config, redis_url: str) -> None:
     await pool.close()
     await scan_process.close()
     await server.close_all_connections()
+    await usage.close()
     catalog.close()
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from matcher.store import check_collection_name, check_item_id
 from server.catalog import RequestRejected
 from server.handlers.base import ApiHandler
+from server.usage import collection_or_blank, token_of
 
 
 def _collection(name: str) -> str:
@@ -106,14 +107,30 @@ class ThumbnailHandler(ApiHandler):
         self.finish(data)
 
 
+class KeypointsHandler(ApiHandler):
+    async def get(self, collection: str, item: str) -> None:
+        keypoints = await self.catalog.keypoints(_collection(collection), item)
+        self.send_json(keypoints)
+
+
 class RecognizeHandler(LimitedBodyHandler):
     async def post(self) -> None:
         collection = self.get_query_argument("collection", None) or self.get_body_argument("collection", None)
         if not collection:
             raise RequestRejected("invalid_request", "name the collection: /v1/recognize?collection=NAME")
         image = self.image_from_request()
-        result: dict[str, Any] = await self.catalog.recognize(_collection(collection), image)
+        inliers = self.get_query_argument("inliers", "0") not in ("0", "false", "")
+        result: dict[str, Any] = await self.catalog.recognize(_collection(collection), image, inliers)
+        self.count_result(collection, result)
         self.send_json(result)
+
+    def count_result(self, collection: str, result: dict[str, Any]) -> None:
+        usage = self.application.settings.get("usage")
+        if usage is not None:
+            usage.count_result(collection, [m["item"] for m in result["items"]], token_of(self))
+
+    def usage_collection(self) -> str:
+        return collection_or_blank(self.get_query_argument("collection", None) or self.get_body_argument("collection", None))
 
 
 class HealthHandler(ApiHandler):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import tornado.web
@@ -11,6 +12,7 @@ import tornado.web
 from matcher.store import InvalidName, NotFound, StoreUnavailable
 from server.catalog import Catalog, RequestRejected
 from server.scheduler import Overloaded
+from server.usage import collection_or_blank, token_of
 
 log = logging.getLogger("catchlight.http")
 
@@ -63,6 +65,22 @@ class ApiHandler(tornado.web.RequestHandler):
             raise RequestRejected("invalid_request", "the body must be a JSON object")
         return body
 
+    def on_finish(self) -> None:
+        usage = self.application.settings.get("usage")
+        if usage is not None:
+            status = self.get_status()
+            usage.count_request(
+                f"{self.request.method} {endpoint_name(type(self))}",
+                status,
+                self.request.request_time(),
+                self.usage_collection() if status < 400 else "",
+                token_of(self),
+            )
+
+    def usage_collection(self) -> str:
+        """The collection a request is counted for in the usage statistics ("" for none)."""
+        return collection_or_blank(self.path_args[0]) if self.path_args else ""
+
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, (RequestRejected, NotFound, InvalidName, StoreUnavailable, Overloaded)):
             return  # answered with a status; not a server fault
@@ -95,3 +113,9 @@ class NotFoundHandler(ApiHandler):
 
     def prepare(self) -> None:
         raise tornado.web.HTTPError(404)
+
+
+def endpoint_name(handler: type) -> str:
+    """RecognizeHandler -> recognize, CollectionStatsHandler -> collection_stats: how statistics name an endpoint."""
+    name = handler.__name__.removesuffix("Handler")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

@@ -1,4 +1,4 @@
-"""Browser pages: the camera page, the collection page and the video scans page."""
+"""Browser pages: the camera page, the collection page, the management console and the video scans page."""
 
 from __future__ import annotations
 
@@ -17,6 +17,36 @@ class CollectionPage(tornado.web.RequestHandler):
         config = self.application.settings["config"]
         collection = self.get_query_argument("collection", "") or config.server.demo_collection
         self.render("collection.html", collection=collection)
+
+
+class ConsolePage(tornado.web.RequestHandler):
+    """The management console: every collection, to create, open or delete."""
+
+    def get(self) -> None:
+        self.render("console.html")
+
+
+class ConsoleCollectionPage(tornado.web.RequestHandler):
+    """One collection in the console: upload, edit and delete its items."""
+
+    def get(self, collection: str) -> None:
+        self.render("console_collection.html", collection=collection)
+
+
+class TryPhotoPage(tornado.web.RequestHandler):
+    """Upload a photo, see what it matched: outlines and inliers."""
+
+    def get(self) -> None:
+        config = self.application.settings["config"]
+        collection = self.get_query_argument("collection", "") or config.server.demo_collection
+        self.render("try.html", collection=collection)
+
+
+class DashboardPage(tornado.web.RequestHandler):
+    """Usage statistics as plots."""
+
+    def get(self) -> None:
+        self.render("dashboard.html", collection=self.get_query_argument("collection", ""))
 
 
 class ScansPage(tornado.web.RequestHandler):

@@ -14,6 +14,7 @@ from server import protocol
 from server.catalog import Catalog
 from server.pool import Job, JobFailed
 from server.scheduler import Scheduler, Stream, timing
+from server.usage import UsageStats, token_of
 
 log = logging.getLogger("catchlight.stream")
 
@@ -34,6 +35,10 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
     def scheduler(self) -> Scheduler:
         scheduler: Scheduler = self.application.settings["scheduler"]
         return scheduler
+
+    @property
+    def usage(self) -> UsageStats | None:
+        return self.application.settings.get("usage")
 
     def check_origin(self, origin: str) -> bool:
         allowed = self.application.settings["config"].server.allowed_origins
@@ -80,6 +85,8 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
         except protocol.ProtocolError as exc:
             self._send(protocol.error(exc.code, exc.message, exc.frame_id), binary)
             return
+        if self.usage is not None:
+            self.usage.count_frame(self.collection, token_of(self))
         job = self.stream.submit({"op": "recognize", "collection": self.collection, "image": frame.image})
         asyncio.ensure_future(self._answer(frame.id, job, binary))
 
@@ -100,7 +107,11 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
         elif not reply.get("ok"):
             self._send(protocol.error(reply.get("code", protocol.INTERNAL), reply.get("message", ""), frame_id), binary)
         else:
-            self._send(protocol.result(frame_id, reply, timing(job, reply)), binary)
+            spent = timing(job, reply)
+            if self.usage is not None:
+                self.usage.count_frame_answered(spent["total_ms"] / 1000.0)
+                self.usage.count_result(self.collection, [m["item"] for m in reply["items"]], token_of(self))
+            self._send(protocol.result(frame_id, reply, spent), binary)
 
     def _send(self, message: dict[str, Any], binary: bool) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():

@@ -88,8 +88,10 @@ def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright_driver() -> Iterator[object]:
+    # Per module, not per session: Playwright's sync API runs an event loop in the main thread
+    # while it is started, and tests outside tests/browser/ call asyncio.run() (the SDK's stream).
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package")
     from playwright.sync_api import sync_playwright

@@ -45,7 +45,7 @@ def spec(client: httpx.Client) -> dict[str, Any]:
 
 
 def api_routes() -> dict[str, type]:
-    """Route pattern -> handler class of every API route, in any handler module (not pages, assets or the websocket)."""
+    """Route pattern -> handler class of every API route (JSON handlers: not pages, assets or the websocket)."""
     app = make_app(Config(), None, None, None)  # type: ignore[arg-type]
     return {
         rule.matcher.regex.pattern: rule.target
@@ -146,6 +146,24 @@ def test_real_answers_match_the_documented_schemas(client: httpx.Client, spec: d
     assert found.status_code == 200
     assert [m["item"] for m in found.json()["items"]] == [item_id]
     assert_documented(spec, "/v1/recognize", "post", found)
+    with_inliers = client.post(
+        "/v1/recognize?collection=openapi&inliers=1", content=frame, headers={"Content-Type": "image/jpeg"}
+    )
+    assert with_inliers.json()["items"][0]["inlier_points"]
+    assert_documented(spec, "/v1/recognize", "post", with_inliers)
+
+    keypoints = "/v1/collections/{collection}/items/{item}/keypoints"
+    assert_documented(spec, keypoints, "get", client.get(f"/v1/collections/openapi/items/{item_id}/keypoints"))
+    assert_documented(spec, keypoints, "get", client.get("/v1/collections/openapi/items/missing/keypoints"))
+    usage = "/v1/collections/{collection}/stats"
+    assert_documented(spec, usage, "get", client.get("/v1/collections/openapi/stats"))
+    assert_documented(spec, usage, "get", client.get("/v1/collections/openapi/stats?range=forever"))
+    for query in ("", "?range=1h&collection=openapi", "?range=30d", "?range=7d&collection=nothing-here"):
+        assert_documented(spec, "/v1/stats", "get", client.get("/v1/stats" + query))
+    assert_documented(spec, "/v1/stats", "get", client.get("/v1/stats?range=forever"))
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and metrics.headers["Content-Type"].startswith("text/plain")
+    assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
 
 
 def test_real_errors_match_the_documented_schemas(client: httpx.Client, spec: dict[str, Any]) -> None:
