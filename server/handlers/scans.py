@@ -9,6 +9,7 @@ import tornado.web
 from server.catalog import RequestRejected
 from server.handlers.base import ApiHandler
 from server.scans import Scans, Upload
+from server.usage import collection_or_blank
 
 
 @tornado.web.stream_request_body
@@ -60,6 +61,10 @@ class ScansHandler(ApiHandler):
     def on_finish(self) -> None:
         if self.upload is not None:
             self.upload.discard()
+        super().on_finish()
+
+    def usage_collection(self) -> str:
+        return collection_or_blank(self.get_query_argument("collection", ""))
 
     def on_connection_close(self) -> None:
         if self.upload is not None:
@@ -68,5 +73,8 @@ class ScansHandler(ApiHandler):
 
 
 class ScanHandler(ApiHandler):
+    def usage_collection(self) -> str:
+        return ""  # the path holds a scan id, not a collection
+
     async def get(self, scan: str) -> None:
         self.send_json(await self.application.settings["scans"].get(scan))
