@@ -231,7 +231,7 @@ class ScanStore:
 
     def finish(self, scan: str, state: str, error: dict[str, str] | None = None, samples_total: int | None = None) -> None:
         assert state in FINISHED
-        mapping: dict[str, Any] = {"state": state, "finished": round(time.time(), 3)}
+        mapping: dict[Any, str | int | float] = {"state": state, "finished": round(time.time(), 3)}
         if error is not None:
             mapping["error"] = json.dumps(error)
         if samples_total is not None:

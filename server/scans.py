@@ -97,12 +97,12 @@ class Scans:
             for name, parts in files.items():
                 if name != "video" and parts:
                     fields.setdefault(name, parts[0].body.decode("utf-8", errors="replace"))
-            parts = files.get("video")
-            if not parts or not parts[0].body:
+            videos = files.get("video")
+            if not videos or not videos[0].body:
                 raise RequestRejected("invalid_request", "the multipart form needs a 'video' file")
             video = upload.path.with_suffix(".video")
-            video.write_bytes(parts[0].body)
-            return video, parts[0].filename or "video", fields
+            video.write_bytes(videos[0].body)
+            return video, videos[0].filename or "video", fields
 
         try:
             return await self.catalog.in_store(parse)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 
 from server.catalog import RequestRejected
 from server.handlers.base import ApiHandler
@@ -30,7 +31,9 @@ class ScansHandler(ApiHandler):
         length = int(self.request.headers.get("Content-Length") or 0)
         if length > limit:
             raise RequestRejected("body_too_large", f"the video is {length} bytes, the limit is {limit}")
-        self.request.connection.set_max_body_size(limit + (64 << 10))  # room for the form around the video
+        connection = self.request.connection
+        if isinstance(connection, HTTP1Connection):
+            connection.set_max_body_size(limit + (64 << 10))  # room for the form around the video
         self.upload = self.scans.open_upload()
 
     def data_received(self, chunk: bytes) -> None:
