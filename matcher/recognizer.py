@@ -94,18 +94,17 @@ class Recognizer:
             raise UnknownCollection(collection)
         started = time.perf_counter()
         image = decode_image(data, self.settings.frame_max_side, self.settings.max_image_pixels)
-        decoded = time.perf_counter()
-        result = self.recognize_image(collection, image, with_inliers)
-        done = time.perf_counter()
-        result.timing = {**_milliseconds(decode=decoded - started), **result.timing, **_milliseconds(match=done - started)}
-        return result
+        return self.recognize_image(collection, image, started, with_inliers)
 
-    def recognize_image(self, collection: str, image: DecodedImage, with_inliers: bool = False) -> FrameResult:
-        """Find every reference of `collection` in an already decoded frame (timing without decoding)."""
+    def recognize_image(
+        self, collection: str, image: DecodedImage, started: float | None = None, with_inliers: bool = False
+    ) -> FrameResult:
+        """Find every reference of `collection` in an already decoded frame (a video frame, say)."""
         index = self._collections.get(collection)
         if index is None:
             raise UnknownCollection(collection)
         decoded = time.perf_counter()
+        started = decoded if started is None else started
         frame = describe_frame(image.gray, self.settings)
         described = time.perf_counter()
         shortlist = index.shortlist(frame.descriptors, self.settings)
@@ -123,10 +122,11 @@ class Recognizer:
         verified_at = time.perf_counter()
         result.matches.sort(key=lambda m: -m.score)
         result.timing = _milliseconds(
+            decode=decoded - started,
             features=described - decoded,
             search=searched - described,
             verify=verified_at - searched,
-            match=verified_at - decoded,
+            match=verified_at - started,
         )
         return result
 

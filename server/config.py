@@ -55,6 +55,10 @@ class ServerSettings:
     allowed_origins: tuple[str, ...] = setting((), "Other origins allowed to open the stream websocket.")
     cors_origins: tuple[str, ...] = setting((), "Origins whose pages may call the HTTP API (CORS); '*' for any.")
     websocket_ping_seconds: float = setting(20.0, "Ping interval that detects dead websocket peers.", 1)
+    max_scan_bytes: int = setting(512 << 20, "Largest video accepted by POST /v1/scans.", 1024)
+    scan_sample_rate: float = setting(2.0, "Frames per second a video scan looks at, unless the request says.", 0.01)
+    scan_max_gap: int = setting(1, "Missed samples bridged inside one appearance of an item in a video scan.", 0)
+    scan_webhook_url: str = setting("", "URL called (POST, JSON summary) when a video scan ends; empty: none.")
     demo_collection: str = setting("demo", "Collection filled with the demo images on first start; empty: none.")
     demo_images: str = setting(".cache/demo", "Folder with the demo images (made by the setup script).")
 

@@ -19,6 +19,7 @@ import tornado.netutil
 import tornado.web
 
 from matcher.embedded_redis import EmbeddedRedis, RedisStartError, start_or_reuse
+from matcher.scan_store import ScanStore
 from matcher.store import RedisCollectionStore, StoreUnavailable
 from server.access import Access
 from server.app import ROOT, VENDOR, make_app
@@ -26,6 +27,7 @@ from server.catalog import Catalog
 from server.config import Config, ConfigError, load_config
 from server.credentials import CredentialStore
 from server.pool import WorkerPool
+from server.scans import ScanProcess, Scans
 from server.scheduler import Scheduler
 from server.usage import UsageStats
 
@@ -166,7 +168,11 @@ async def serve(config: Config, redis_url: str, access: Access) -> None:
     usage = UsageStats(store.redis, config.server.redis_prefix)
     usage.active_streams = lambda: len(scheduler.streams)
     usage.start()
-    app = make_app(config, catalog, scheduler, pool, usage, access)
+    scan_store = ScanStore.from_url(redis_url, config.server.redis_prefix)
+    scans = Scans(scan_store, catalog, config.server)
+    scan_process = ScanProcess(config.matcher, redis_url, config.server.redis_prefix, scans.runner, config.server.scan_webhook_url)
+    scan_process.start()
+    app = make_app(config, catalog, scheduler, pool, usage, access, scans)
     refresher = asyncio.ensure_future(keep_credentials_fresh(access, config.server.credentials_refresh_seconds))
     server = tornado.httpserver.HTTPServer(
         app, max_body_size=config.server.max_upload_bytes * 2, xheaders=False
@@ -188,6 +194,7 @@ async def serve(config: Config, redis_url: str, access: Access) -> None:
     log.info("stopping")
     refresher.cancel()
     await shut_down(server, app, pool, config.server.shutdown_grace_seconds)
+    await scan_process.close()
     await usage.close()
     catalog.close()
     log.info("stopped")

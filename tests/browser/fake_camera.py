@@ -11,6 +11,7 @@ text), so it is not in any collection and needs no download.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,12 +122,20 @@ def read_barcode(frame: np.ndarray) -> int:
 
 
 def make_fake_camera(
-    reference: np.ndarray, path: Path, seconds: float = 4.0, fps: int = 15, still_seconds: float = 0.0, noise: float = 0.0
+    reference: np.ndarray,
+    path: Path,
+    seconds: float = 4.0,
+    fps: int = 15,
+    motion: Callable[[float, int, int], np.ndarray] = quad_at,
+    still_seconds: float = 0.0,
+    noise: float = 0.0,
 ) -> FakeCamera:
-    """Write a y4m of `reference` (BGR) moving over the background; returns the ground truth per frame.
+    """Write a y4m of `reference` (BGR) over the background; returns the ground truth per frame.
 
-    With `still_seconds`, the video first holds the reference still (where the loop starts and ends, so
-    there is no jump); `noise` adds that much Gaussian sensor noise (grey levels) to every frame.
+    `motion(t, ref_w, ref_h)` gives the corners at phase t in [0, 1) of the loop: by default a smooth
+    closed path; a function that ignores t makes a still object. With `still_seconds`, the video first
+    holds the reference still where the loop starts and ends (so there is no jump); `noise` adds that much
+    Gaussian sensor noise (grey levels) to every frame.
     """
     count = round(seconds * fps)
     still = round(still_seconds * fps)
@@ -135,7 +144,7 @@ def make_fake_camera(
     scene = background()
     rng = np.random.default_rng(5)
     corners = np.stack(
-        [quad_at(0.0, ref_w, ref_h)] * still + [quad_at(i / count, ref_w, ref_h) for i in range(count)]
+        [motion(0.0, ref_w, ref_h)] * still + [motion(i / count, ref_w, ref_h) for i in range(count)]
     )
     with open(path, "wb") as out:
         out.write(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F{fps}:1 Ip A1:1 C420jpeg\n".encode())

@@ -301,3 +301,17 @@ def test_network_address_without_credentials_refuses_to_start_and_with_them_star
         assert reply.status_code == 200
     finally:
         network.stop()
+
+
+def test_video_scans_need_a_credential_for_their_collection(secured: Secured) -> None:
+    video = b"\x00" * 2048  # refused as a video only after the credential is accepted
+    with secured.client() as anonymous:
+        assert anonymous.post("/v1/scans?collection=alpha", content=video).status_code == 401
+        assert anonymous.get("/v1/scans").status_code == 401
+    with secured.client(secured.alpha) as kiosk:
+        assert kiosk.post("/v1/scans?collection=beta", content=video).json() == FORBIDDEN
+        assert kiosk.get("/v1/scans").json() == FORBIDDEN  # the list spans every collection
+        accepted = kiosk.post("/v1/scans?collection=alpha", content=video)
+        assert accepted.status_code not in (401, 403), accepted.text
+    with secured.client(secured.admin) as admin:
+        assert admin.get("/v1/scans").status_code == 200
