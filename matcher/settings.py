@@ -64,3 +64,7 @@ class MatcherSettings:
     """Longest over shortest side of the projected outline."""
     min_inlier_spread: float = 0.08
     """Inliers must cover at least this fraction of the reference (bounding box)."""
+    refine_radii_px: tuple[float, ...] = (8.0, 4.0)
+    """Guided matching after RANSAC: search radius (frame px) of each refit round; () turns refitting off."""
+    refine_max_hamming: int = 64
+    """Guided pairs further apart than this in descriptor space are ignored."""
