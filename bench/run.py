@@ -27,6 +27,7 @@ from bench import dataset, queries, sources
 from bench.baseline import Baseline
 from bench.queries import LEVELS, Frame
 from bench.scenes import corner_error, jpeg
+from matcher.index import release_free_memory
 from matcher.model import Reference
 from matcher.recognizer import Recognizer, describe_reference_image
 from matcher.settings import MatcherSettings
@@ -160,6 +161,7 @@ def _memory_child(references: list[Reference], settings: MatcherSettings, queue)
     recognizer.load(COLLECTION, held)
     del held
     gc.collect()
+    release_free_memory()  # as a worker does after loading
     queue.put(process.memory_info().rss - before)
 
 

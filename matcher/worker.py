@@ -26,6 +26,7 @@ import faiss
 import msgpack
 
 from matcher.decode import ImageError, thumbnail_jpeg
+from matcher.index import release_free_memory
 from matcher.model import Features
 from matcher.recognizer import PoorReference, Recognizer, UnknownCollection, describe_reference_image
 from matcher.settings import MatcherSettings
@@ -54,11 +55,13 @@ class CollectionFollower:
         self.position = self.store.last_change()
         for summary in self.store.collections():
             self.recognizer.load(summary.name, list(self.store.references(summary.name)))
+            release_free_memory()  # the references just read are garbage now
 
     def load(self, collection: str) -> None:
         """Load one collection if the store has it (it stays unknown otherwise)."""
         if self.store.has_collection(collection):
             self.recognizer.load(collection, list(self.store.references(collection)))
+            release_free_memory()
 
     def start(self) -> None:
         self._thread.start()
