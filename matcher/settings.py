@@ -70,3 +70,7 @@ class MatcherSettings:
     """Guided matching after RANSAC: search radius (frame px) of each refit round; () turns refitting off."""
     refine_max_hamming: int = 64
     """Guided pairs further apart than this in descriptor space are ignored."""
+    min_seed_inliers: int = 8
+    """A homography with fewer distinct RANSAC inliers than min_inliers, but at least this many, gets a second chance..."""
+    min_guided_inliers: int = 24
+    """...and is kept if guided matching finds at least this many keypoint pairs agreeing with it."""

@@ -80,11 +80,12 @@ def verify(
         return None
     inlier_mask = mask.ravel().astype(bool)
     inliers = int(inlier_mask.sum())
-    if inliers < settings.min_inliers or inliers < settings.min_inlier_ratio * n:
-        return None
     # One frame keypoint explaining several inliers is one piece of evidence, not several.
     distinct = len(np.unique(correspondences.frame_indices[inlier_mask]))
-    if distinct < settings.min_inliers:
+    # Few RANSAC inliers may still be a true sighting (blur, low light, a far poster): such a
+    # homography is kept only if guided matching then finds many more pairs that agree with it.
+    weak = inliers < settings.min_inliers or inliers < settings.min_inlier_ratio * n or distinct < settings.min_inliers
+    if weak and (distinct < settings.min_seed_inliers or not settings.refine_radii_px):
         return None
     ref_w, ref_h = reference.features.width, reference.features.height
     spread = np.ptp(src[inlier_mask], axis=0)
@@ -94,7 +95,11 @@ def verify(
         return None
     refined = refine(H, frame, reference, settings)
     if refined is not None:
+        if weak and refined[1] < settings.min_guided_inliers:
+            return None
         H, distinct = refined[0], max(distinct, refined[1])
+    elif weak:
+        return None
     score = distinct / (distinct + 2.0 * settings.min_inliers)
     return H, distinct, round(float(score), 3)
 
