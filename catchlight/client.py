@@ -1,4 +1,4 @@
-"""Python client for a Catchlight server: collections, one-off recognition, camera streams.
+"""Python client for a Catchlight server: collections, one-off recognition, camera streams, video scans.
 
     from catchlight.client import Catchlight
 
@@ -11,12 +11,17 @@
     async for reply in cl.stream("posters", frames):   # frames: (async) iterable of JPEG bytes
         ...
 
+    scan = cl.scan("posters", "shop-window.mp4")        # upload a video, wait for the scan
+    for item in scan["items"]:
+        print(item["name"], [(a["start"], a["end"]) for a in item["appearances"]])
+
 Errors from the server raise CatchlightError with its HTTP status and error code.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -209,6 +214,56 @@ class Catchlight:
         )
         result: dict[str, Any] = response.json()
         return result
+
+    # -- video scans ------------------------------------------------------------
+
+    def start_scan(self, collection: str, video: ImageSource, sample_rate: float | None = None, filename: str | None = None) -> dict[str, Any]:
+        """Upload a video and queue a scan of it; returns the scan (state "queued") with its `scan` id.
+
+        The video is sent as the raw body, so the server writes it to disk as it arrives.
+        """
+        params: dict[str, Any] = {"collection": collection}
+        if sample_rate is not None:
+            params["sample_rate"] = sample_rate
+        if filename is None:
+            filename = Path(video).name if not isinstance(video, bytes) else "video"
+        params["filename"] = filename
+        headers = {"Content-Type": "application/octet-stream"}
+        if isinstance(video, bytes):
+            response = self._request("POST", "/v1/scans", params=params, content=video, headers=headers)
+        else:
+            path = Path(video)
+            headers["Content-Length"] = str(path.stat().st_size)
+            with path.open("rb") as file:
+                chunks = iter(lambda: file.read(1 << 16), b"")
+                response = self._request("POST", "/v1/scans", params=params, content=chunks, headers=headers)
+        scan: dict[str, Any] = response.json()
+        return scan
+
+    def get_scan(self, scan: str) -> dict[str, Any]:
+        """A scan's state, progress and, per item, the time ranges where it appears."""
+        found: dict[str, Any] = self._request("GET", f"/v1/scans/{quote(scan)}").json()
+        return found
+
+    def scans(self) -> list[dict[str, Any]]:
+        """The latest scans, newest first (without their items)."""
+        listed: list[dict[str, Any]] = self._request("GET", "/v1/scans").json()["scans"]
+        return listed
+
+    def wait_for_scan(self, scan: str, timeout: float = 600.0, interval: float = 0.25) -> dict[str, Any]:
+        """Poll until the scan is done or failed; returns it. Raises TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.get_scan(scan)
+            if found["state"] in ("done", "failed"):
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"scan {scan} still {found['state']} after {timeout} s")
+            time.sleep(interval)
+
+    def scan(self, collection: str, video: ImageSource, sample_rate: float | None = None, timeout: float = 600.0) -> dict[str, Any]:
+        """Upload a video, wait for its scan to end and return it (check `state` and `error`)."""
+        return self.wait_for_scan(self.start_scan(collection, video, sample_rate)["scan"], timeout)
 
     def stream_url(self, collection: str) -> str:
         parts = urlsplit(self.url)

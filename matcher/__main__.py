@@ -1,4 +1,4 @@
-"""python -m matcher add|import|list|remove|recognize: see matcher/cli.py."""
+"""python -m matcher add|import|list|remove|recognize|scan: see matcher/cli.py."""
 
 import sys
 

@@ -94,6 +94,20 @@ def decode_image(data: bytes, max_side: int, max_pixels: int) -> DecodedImage:
     return DecodedImage(gray=np.ascontiguousarray(gray), width=w, height=h, scale=scale)
 
 
+def frame_from_array(pixels: np.ndarray, max_side: int) -> DecodedImage:
+    """A decoded video frame ((h, w, 3) uint8 BGR or (h, w) uint8 gray) at the working size, like decode_image."""
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    h, w = pixels.shape[:2]
+    if h == 0 or w == 0:
+        raise ImageError("invalid_image", "the frame has no pixels")
+    factor = max_side / max(w, h)
+    gray = pixels
+    if factor < 1.0:
+        gray = cv2.resize(pixels, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+    return DecodedImage(gray=np.ascontiguousarray(gray), width=w, height=h, scale=gray.shape[1] / w)
+
+
 def image_size(data: bytes, max_pixels: int) -> tuple[int, int]:
     """Width and height of an image after EXIF orientation, read from its header."""
     img = _open(data, max_pixels)

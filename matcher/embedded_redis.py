@@ -87,18 +87,9 @@ class EmbeddedRedis:
         (self.directory / "url").unlink(missing_ok=True)
 
 
-def start_or_reuse(data_dir: Path, timeout: float = 15.0) -> EmbeddedRedis:
-    """Reuse the server already running on `data_dir`, or start one with append-only persistence."""
-    directory = (data_dir / "redis").resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    url_file = directory / "url"
-    if url_file.exists():
-        url = url_file.read_text().strip()
-        if _answers(url):
-            return EmbeddedRedis(url, directory)
-    port = _free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    args = [
+def server_command(directory: Path, port: int) -> list[str]:
+    """The valkey-server command line for a store in `directory` on `port` (the same one restarts it)."""
+    return [
         str(server_binary()),
         "--bind", "127.0.0.1",
         "--port", str(port),
@@ -111,6 +102,20 @@ def start_or_reuse(data_dir: Path, timeout: float = 15.0) -> EmbeddedRedis:
         "--logfile", str(directory / "server.log"),
         "--pidfile", str(directory / "server.pid"),
     ]  # fmt: skip
+
+
+def start_or_reuse(data_dir: Path, timeout: float = 15.0) -> EmbeddedRedis:
+    """Reuse the server already running on `data_dir`, or start one with append-only persistence."""
+    directory = (data_dir / "redis").resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    url_file = directory / "url"
+    if url_file.exists():
+        url = url_file.read_text().strip()
+        if _answers(url):
+            return EmbeddedRedis(url, directory)
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    args = server_command(directory, port)
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from matcher.decode import decode_image
+from matcher.decode import DecodedImage, decode_image
 from matcher.features import describe_frame, describe_reference, reference_quality
 from matcher.index import DescriptorIndex, InvertedFileIndex
 from matcher.model import Features, FrameResult, Reference
@@ -90,12 +90,21 @@ class Recognizer:
 
     def recognize(self, collection: str, data: bytes, with_inliers: bool = False) -> FrameResult:
         """Decode a frame and find every reference of `collection` in it (with inlier positions if asked)."""
-        index = self._collections.get(collection)
-        if index is None:
+        if collection not in self._collections:
             raise UnknownCollection(collection)
         started = time.perf_counter()
         image = decode_image(data, self.settings.frame_max_side, self.settings.max_image_pixels)
+        return self.recognize_image(collection, image, started, with_inliers)
+
+    def recognize_image(
+        self, collection: str, image: DecodedImage, started: float | None = None, with_inliers: bool = False
+    ) -> FrameResult:
+        """Find every reference of `collection` in an already decoded frame (a video frame, say)."""
+        index = self._collections.get(collection)
+        if index is None:
+            raise UnknownCollection(collection)
         decoded = time.perf_counter()
+        started = decoded if started is None else started
         frame = describe_frame(image.gray, self.settings)
         described = time.perf_counter()
         shortlist = index.shortlist(frame.descriptors, self.settings)

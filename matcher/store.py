@@ -156,6 +156,9 @@ class CollectionStore(abc.ABC):
     def delete_item(self, collection: str, item: str) -> None: ...
 
     @abc.abstractmethod
+    def item_count(self, collection: str, item: str | None = None) -> tuple[int, bool]: ...
+
+    @abc.abstractmethod
     def get_item(self, collection: str, item: str) -> Item: ...
 
     @abc.abstractmethod
@@ -321,6 +324,19 @@ class RedisCollectionStore(CollectionStore):
                 raise NotFound(f"no item {item} in collection {collection}")
 
         self._run(delete)
+
+    def item_count(self, collection: str, item: str | None = None) -> tuple[int, bool]:
+        """Items in `collection`, and whether `item` is one of them."""
+
+        def read() -> tuple[int, bool]:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.scard(self._k_items(collection))
+                pipe.sismember(self._k_items(collection), item or "")
+                count, member = pipe.execute()
+            return int(count), bool(member)
+
+        result: tuple[int, bool] = self._run(read)
+        return result
 
     def get_item(self, collection: str, item: str) -> Item:
         key = self._k_item(check_collection_name(collection), check_item_id(item))

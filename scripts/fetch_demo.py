@@ -32,6 +32,10 @@ IMAGES = {
 ACTIONS = {
     "astronaut.png": {"action": {"type": "url", "url": "https://www.nasa.gov/"}},
     "rocket.jpg": {"action": {"type": "text", "text": "Falcon 9: 70 m tall, two stages."}},
+    # A video action: the camera page plays it in a sheet when the card's button is tapped.
+    "chelsea.png": {
+        "action": {"type": "video", "url": "https://download.blender.org/peach/bigbuckbunny_movies/BigBuckBunny_320x180.mp4"}
+    },
 }
 
 
@@ -43,19 +47,27 @@ def fetch_wheel(folder: Path) -> Path:
     return next(folder.glob("scikit_image-*.whl"))
 
 
+def write_sidecars() -> None:
+    """Names, captions and actions of the demo images (rewritten every time, so a change here reaches old caches)."""
+    for name, (title, caption) in IMAGES.items():
+        metadata = {"name": title, "caption": caption, "source": "scikit-image sample data"}
+        metadata.update(ACTIONS.get(name, {}))
+        text = json.dumps(metadata, indent=2) + "\n"
+        sidecar = (DEMO / name).with_suffix(".json")
+        if not sidecar.exists() or sidecar.read_text() != text:
+            sidecar.write_text(text)
+
+
 def main() -> int:
-    if all((DEMO / name).exists() for name in IMAGES):
-        return 0
     DEMO.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = fetch_wheel(Path(tmp))
-        with zipfile.ZipFile(wheel) as archive:
-            for name, (title, caption) in IMAGES.items():
-                (DEMO / name).write_bytes(archive.read(f"skimage/data/{name}"))
-                metadata = {"name": title, "caption": caption, "source": "scikit-image sample data"}
-                metadata.update(ACTIONS.get(name, {}))
-                (DEMO / name).with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
-    print(f"demo images in {DEMO}")
+    if not all((DEMO / name).exists() for name in IMAGES):
+        with tempfile.TemporaryDirectory() as tmp:
+            wheel = fetch_wheel(Path(tmp))
+            with zipfile.ZipFile(wheel) as archive:
+                for name in IMAGES:
+                    (DEMO / name).write_bytes(archive.read(f"skimage/data/{name}"))
+        print(f"demo images in {DEMO}")
+    write_sidecars()
     return 0
 
 

@@ -7,12 +7,15 @@ from typing import Any
 
 import tornado.web
 
+from server.access import Access
 from server.catalog import Catalog
 from server.config import Config
 from server.handlers import api, pages, stream
+from server.handlers import scans as scan_handlers
 from server.handlers import usage as usage_api
-from server.handlers.base import NotFoundHandler
+from server.handlers.base import NotFoundHandler, log_request
 from server.pool import WorkerPool
+from server.scans import Scans
 from server.scheduler import Scheduler
 from server.usage import UsageStats
 
@@ -28,7 +31,13 @@ VENDOR = {
 
 
 def make_app(
-    config: Config, catalog: Catalog, scheduler: Scheduler, pool: WorkerPool, usage: UsageStats | None = None
+    config: Config,
+    catalog: Catalog,
+    scheduler: Scheduler,
+    pool: WorkerPool,
+    usage: UsageStats | None = None,
+    access: Access | None = None,
+    scans: Scans | None = None,
 ) -> tornado.web.Application:
     routes: list[Any] = [
         (r"/", pages.CameraPage),
@@ -50,6 +59,10 @@ def make_app(
         (r"/v1/recognize", api.RecognizeHandler),
         (r"/v1/openapi.json", api.OpenApiHandler, {"document": api.OpenApiHandler.load()}),
         (r"/v1/stream", stream.StreamHandler),
+        (r"/v1/scans", scan_handlers.ScansHandler),
+        (r"/v1/scans/([^/]+)", scan_handlers.ScanHandler),
+        (r"/scans", pages.ScansPage),
+        (r"/scans/([^/]+)", pages.ScanPage),
     ]
     for name, folder in VENDOR.items():
         routes.append((rf"/vendor/{name}/(.*)", tornado.web.StaticFileHandler, {"path": str(folder)}))
@@ -61,7 +74,11 @@ def make_app(
         catalog=catalog,
         scheduler=scheduler,
         pool=pool,
+        access=access,
+        streams=set(),  # open StreamHandlers, closed with 1001 when the server stops
+        log_function=log_request,
         usage=usage,
+        scans=scans,
         websocket_max_message_size=config.server.max_message_bytes * 4,
         websocket_ping_interval=config.server.websocket_ping_seconds,
         websocket_ping_timeout=config.server.websocket_ping_seconds,

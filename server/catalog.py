@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from matcher.store import CollectionStore, Item, NotFound, check_item_id, unpack_features
+from matcher.store import CollectionStore, Item, NotFound, StoreUnavailable, check_item_id, unpack_features
 from server.config import ServerSettings
 from server.pool import Job, JobFailed
 from server.scheduler import Scheduler, timing
@@ -96,6 +96,7 @@ class Catalog:
         """Describe a reference image in the pool and store it as a new item."""
         name = self.check_name(name)
         metadata = self.check_metadata(metadata)
+        await self.check_room(collection, item)
         _, reply = await self._run_job(
             {"op": "describe", "image": image, "thumbnail_side": self.settings.thumbnail_side}
         )
@@ -103,6 +104,15 @@ class Catalog:
         return await self.in_store(
             self.store.put_item, collection, name, metadata, features, reply["quality"], reply["thumbnail"], item
         )
+
+    async def check_room(self, collection: str, item: str | None) -> None:
+        """Refuse a new item when the collection holds `max_items_per_collection` already (replacing one is fine)."""
+        limit = self.settings.max_items_per_collection
+        count, replacing = await self.in_store(self.store.item_count, collection, item)
+        if count >= limit and not replacing:
+            raise RequestRejected(
+                "collection_full", f"collection {collection} holds {count} items, the limit is {limit}"
+            )
 
     async def update_item(self, collection: str, item: str, changes: dict[str, Any]) -> Item:
         unknown = set(changes) - {"name", "metadata"}
@@ -117,7 +127,11 @@ class Catalog:
 
         `inliers`: each match also gives `inlier_points`, the frame positions of its inliers.
         """
-        if not await self.in_store(self.store.has_collection, collection):
+        try:
+            known = await self.in_store(self.store.has_collection, collection)
+        except StoreUnavailable:
+            known = True  # recognition goes on from the workers' memory; they know which collections exist
+        if not known:
             raise RequestRejected("unknown_collection", f"no collection {collection}")
         request: dict[str, Any] = {"op": "recognize", "collection": collection, "image": image}
         if inliers:

@@ -11,17 +11,23 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import tornado.httpserver
 import tornado.netutil
+import tornado.web
 
 from matcher.embedded_redis import EmbeddedRedis, RedisStartError, start_or_reuse
+from matcher.scan_store import ScanStore
 from matcher.store import RedisCollectionStore, StoreUnavailable
+from server.access import Access
 from server.app import ROOT, VENDOR, make_app
 from server.catalog import Catalog
 from server.config import Config, ConfigError, load_config
+from server.credentials import CredentialStore
 from server.pool import WorkerPool
+from server.scans import ScanProcess, Scans
 from server.scheduler import Scheduler
 from server.usage import UsageStats
 
@@ -87,7 +93,61 @@ def step_store(config: Config) -> tuple[str, EmbeddedRedis | None]:
     return url, embedded
 
 
-async def serve(config: Config, redis_url: str) -> None:
+def step_credentials(config: Config, redis_url: str) -> Access:
+    """Load the credentials; refuse to listen on a network address (or when asked to) without any."""
+    settings = config.server
+    access = Access(
+        CredentialStore.from_url(redis_url, settings.redis_prefix),
+        settings.host,
+        settings.max_frames_per_second,
+        settings.max_streams_per_credential,
+    )
+    access.refresh()
+    if access.credential_count == 0 and (settings.require_credentials or not access.loopback):
+        why = "require_credentials is set" if settings.require_credentials else f"it listens on {settings.host}"
+        raise StartupError(
+            f"no credentials exist and {why}: anyone who reaches the port could change the collections. "
+            "Create a management key first: python -m server.credentials create management --name admin "
+            "(or listen on 127.0.0.1 only)"
+        )
+    if access.open:
+        log.warning(
+            "OPEN: no credentials exist, so anyone on this machine may use the API unauthenticated "
+            "(listening on %s only). Create one with `python -m server.credentials create ...` to require them.",
+            settings.host,
+        )
+    else:
+        log.info("credentials required (%d known)", access.credential_count)
+    return access
+
+
+async def keep_credentials_fresh(access: Access, interval: float) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval)
+        await loop.run_in_executor(None, access.refresh)
+
+
+async def shut_down(
+    server: tornado.httpserver.HTTPServer, app: tornado.web.Application, pool: WorkerPool, grace: float
+) -> None:
+    """Stop accepting, answer or fail every in-flight frame, close streams with 1001."""
+    server.stop()
+    streams = app.settings["streams"]
+    for handler in list(streams):
+        handler.shut_down()  # waiting frames: shutting_down; new frames: shutting_down
+    await pool.drain(grace)  # frames in a worker get their real answer
+    await pool.close()  # anything still running: shutting_down
+    await asyncio.sleep(0)  # let the answers be written before the close frames
+    for handler in list(streams):
+        handler.close(1001, "the server is stopping")
+    deadline = time.monotonic() + 5
+    while streams and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await server.close_all_connections()
+
+
+async def serve(config: Config, redis_url: str, access: Access) -> None:
     store = RedisCollectionStore.from_url(redis_url, config.server.redis_prefix)
     scheduler = Scheduler(config.server.max_queued_requests)
     size = config.server.pool_size or os.cpu_count() or 1
@@ -108,7 +168,12 @@ async def serve(config: Config, redis_url: str) -> None:
     usage = UsageStats(store.redis, config.server.redis_prefix)
     usage.active_streams = lambda: len(scheduler.streams)
     usage.start()
-    app = make_app(config, catalog, scheduler, pool, usage)
+    scan_store = ScanStore.from_url(redis_url, config.server.redis_prefix)
+    scans = Scans(scan_store, catalog, config.server)
+    scan_process = ScanProcess(config.matcher, redis_url, config.server.redis_prefix, scans.runner, config.server.scan_webhook_url)
+    scan_process.start()
+    app = make_app(config, catalog, scheduler, pool, usage, access, scans)
+    refresher = asyncio.ensure_future(keep_credentials_fresh(access, config.server.credentials_refresh_seconds))
     server = tornado.httpserver.HTTPServer(
         app, max_body_size=config.server.max_upload_bytes * 2, xheaders=False
     )
@@ -127,11 +192,12 @@ async def serve(config: Config, redis_url: str) -> None:
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
     log.info("stopping")
-    server.stop()
-    await pool.close()
-    await server.close_all_connections()
+    refresher.cancel()
+    await shut_down(server, app, pool, config.server.shutdown_grace_seconds)
+    await scan_process.close()
     await usage.close()
     catalog.close()
+    log.info("stopped")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         step_logging()
         step_check_assets()
         redis_url, embedded = step_store(config)
-        asyncio.run(serve(config, redis_url))
+        access = step_credentials(config, redis_url)
+        asyncio.run(serve(config, redis_url, access))
     except StartupError as exc:
         print(f"catchlight: cannot start: {exc}", file=sys.stderr)
         return 2

@@ -181,6 +181,12 @@ class WorkerPool:
         log.warning("matcher worker %d exited (code %s); starting a new one", worker.number, worker.process.exitcode)
         self.workers[worker.number] = self._spawn(worker.number)
 
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) until no worker is busy, so in-flight jobs are answered normally."""
+        deadline = time.monotonic() + timeout
+        while any(w.job is not None for w in self.workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
     async def close(self) -> None:
         self._closing = True
         for worker in self.workers:

@@ -24,6 +24,11 @@ MESSAGE_TOO_LARGE = "message_too_large"
 INVALID_IMAGE = "invalid_image"
 IMAGE_TOO_LARGE = "image_too_large"
 UNKNOWN_COLLECTION = "unknown_collection"
+UNAUTHORIZED = "unauthorized"
+FORBIDDEN = "forbidden"
+RATE_LIMITED = "rate_limited"
+TOO_MANY_STREAMS = "too_many_streams"
+SHUTTING_DOWN = "shutting_down"
 OVERLOADED = "overloaded"
 TIMEOUT = "timeout"
 WORKER_FAILED = "worker_failed"
@@ -46,7 +51,17 @@ class FrameMessage:
     image: bytes
 
 
-def decode_client_message(raw: bytes | str) -> FrameMessage:
+@dataclass(frozen=True)
+class AuthMessage:
+    """A browser's credential, sent as the first message because browsers cannot set websocket headers."""
+
+    token: str
+
+    def __repr__(self) -> str:  # never print the secret
+        return "AuthMessage(token=...)"
+
+
+def decode_client_message(raw: bytes | str) -> FrameMessage | AuthMessage:
     """Parse one client message; raises ProtocolError with a code for anything malformed."""
     if isinstance(raw, bytes):
         try:
@@ -56,7 +71,7 @@ def decode_client_message(raw: bytes | str) -> FrameMessage:
     else:
         try:
             message = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # deeply nested arrays exhaust the parser's stack
             raise ProtocolError(BAD_MESSAGE, "text messages must be one JSON object") from None
     if not isinstance(message, dict):
         raise ProtocolError(BAD_MESSAGE, "a message must be a map with a 'type'")
@@ -64,8 +79,14 @@ def decode_client_message(raw: bytes | str) -> FrameMessage:
     if not (isinstance(frame_id, int) and not isinstance(frame_id, bool) and 0 <= frame_id < _MAX_FRAME_ID):
         frame_id = None
     kind = message.get("type")
+    if kind == "auth":
+        token = message.get("token")
+        if not isinstance(token, str) or not token:
+            raise ProtocolError(BAD_MESSAGE, "an auth message needs 'token': the credential as text")
+        return AuthMessage(token)
     if kind != "frame":
-        raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {kind!r}; clients send 'frame'", frame_id)
+        shown = repr(kind) if isinstance(kind, str | int | float | bool | None) else type(kind).__name__
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown message type {shown[:40]}; clients send 'frame'", frame_id)
     if frame_id is None:
         raise ProtocolError(BAD_FRAME, "a frame needs an integer 'id' between 0 and 2^53", None)
     image = message.get("image")

@@ -45,6 +45,12 @@ class Stream:
         self.scheduler.wake(self)
         return job
 
+    def fail_pending(self, failure: Exception) -> None:
+        """Answer the waiting frame (if any) with `failure` instead of running it (server stopping)."""
+        if self.pending is not None and not self.pending.future.done():
+            self.pending.future.set_exception(failure)
+        self.pending = None
+
     def close(self) -> None:
         if self.pending is not None and not self.pending.future.done():
             self.pending.future.cancel()

@@ -1,7 +1,8 @@
 // The camera page: camera -> JPEG frames -> stream -> overlay; photo upload when there is no camera.
 
-import { CatchlightClient, recognizePhoto } from "./catchlight.js";
-import { Overlay, renderCardContent } from "./overlay.js";
+import { CatchlightClient, pageToken, recognizePhoto } from "./catchlight.js";
+import { Overlay, renderCardContent, safeUrl } from "./overlay.js";
+import { Announcer, browserSpeaker } from "./speech.js";
 
 const JPEG_QUALITY = 0.8;
 const STATS_WINDOW_MS = 2000;
@@ -24,7 +25,8 @@ const details = $("#details");
 
 const cameraOverlay = new Overlay(cameraLayer, video, { onselect: showDetails });
 const photoOverlay = new Overlay(photoLayer, photo, { holdMs: Infinity, onselect: showDetails });
-const client = new CatchlightClient(collection);
+const token = pageToken();
+const client = new CatchlightClient(collection, { token });
 const canvas = document.createElement("canvas");
 
 let mode = "starting"; // "camera" | "photo" | "starting" | "no-camera"
@@ -63,7 +65,7 @@ setInterval(updateStats, 500);
 
 // ---- details sheet (tap a card) -------------------------------------------------------------
 
-function showDetails(item) {
+function showDetails(item, { play = false } = {}) {
   const body = $("#details-body");
   const card = document.createElement("div");
   renderCardContent(card, item);
@@ -83,12 +85,63 @@ function showDetails(item) {
   const note = body.querySelector(".card-note");
   if (note) note.hidden = false;
   body.querySelector("button[data-action]")?.remove();
+  const action = (item.metadata || {}).action;
+  if (action && action.type === "video" && safeUrl(action.url)) {
+    const player = document.createElement("video");
+    player.src = safeUrl(action.url);
+    player.controls = true;
+    player.playsInline = true;
+    player.dataset.action = "video";
+    player.className = "sheet-video";
+    body.insertBefore(player, list);
+    if (play) player.play().catch(() => {});
+  }
   details.hidden = false;
 }
-$("#details-close").addEventListener("click", () => (details.hidden = true));
+document.addEventListener("catchlight:action", (event) => showDetails(event.detail.item, { play: true }));
+function closeDetails() {
+  details.hidden = true;
+  details.querySelector("video")?.pause();
+}
+$("#details-close").addEventListener("click", closeDetails);
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape") details.hidden = true;
+  if (event.key === "Escape") closeDetails();
 });
+
+// ---- spoken results ----------------------------------------------------------------------------
+
+const speakSwitch = $("#speak-switch");
+const speaker = browserSpeaker();
+const announcer = speaker ? new Announcer(speaker) : null;
+let speaking = false;
+
+function setSpeaking(on, { announce = true } = {}) {
+  speaking = Boolean(on && announcer);
+  speakSwitch.setAttribute("aria-checked", String(speaking));
+  page.dataset.speaking = speaking;
+  try {
+    localStorage.setItem("catchlight.speak", speaking ? "on" : "off");
+  } catch {
+    // storage may be off (private mode): the switch still works for this page
+  }
+  if (!announcer) return;
+  announcer.reset();
+  if (!speaking) window.speechSynthesis.cancel();
+  else if (announce) speaker("Spoken results on");
+}
+if (!announcer) {
+  speakSwitch.disabled = true;
+  speakSwitch.title = "This browser cannot speak";
+} else {
+  speakSwitch.addEventListener("click", () => setSpeaking(!speaking));
+  let saved = null;
+  try {
+    saved = localStorage.getItem("catchlight.speak");
+  } catch {
+    saved = null;
+  }
+  if (saved === "on") setSpeaking(true, { announce: false });
+}
 
 // ---- camera ----------------------------------------------------------------------------------
 
@@ -219,6 +272,7 @@ client.onresult = (result) => {
     cameraOverlay.update(result, { capturedAt });
     if (shownFrameAt !== null) cameraOverlay.predict(shownFrameAt);
     page.dataset.items = cameraOverlay.size;
+    if (speaking) announcer.update(result);
   }
   pump();
 };
@@ -267,8 +321,12 @@ async function recognizeFile(file) {
   await photo.decode().catch(() => {});
   $("#photo-message").textContent = "Recognizing…";
   try {
-    const result = await recognizePhoto(file, collection);
+    const result = await recognizePhoto(file, collection, { token });
     photoOverlay.update({ ...result, id: 0 });
+    if (speaking) {
+      announcer.reset();
+      announcer.update(result);
+    }
     const n = (result.items || []).length;
     $("#photo-message").textContent = n
       ? `Found ${(result.items || []).map((i) => i.name).join(", ")}`

@@ -1,4 +1,5 @@
-// Catchlight stream client: frames out, one reply per frame back (docs/protocol.md).
+// Catchlight browser client: the camera stream (frames out, one reply per frame back, docs/protocol.md),
+// one-off photo recognition and video scans over HTTP (docs/api.md). Documented in docs/javascript.md.
 //
 // Reusable without the camera page: it knows the wire format and the pacing
 // rule, nothing about the DOM. Messages are msgpack maps; the msgpack library
@@ -11,6 +12,28 @@ function msgpack() {
   const lib = globalThis.MessagePack;
   if (!lib) throw new Error("MessagePack is not loaded: include /vendor/msgpack/msgpack.min.js first");
   return lib;
+}
+
+/**
+ * The credential the page was opened with (`?token=...`), kept for this tab in sessionStorage and
+ * taken out of the address bar so it is not shared by copying the URL. Null when there is none
+ * (a local server without credentials needs none).
+ */
+export function pageToken() {
+  const url = new URL(window.location.href);
+  const given = url.searchParams.get("token");
+  if (given) {
+    sessionStorage.setItem("catchlight-token", given);
+    url.searchParams.delete("token");
+    history.replaceState(null, "", url);
+  }
+  return sessionStorage.getItem("catchlight-token");
+}
+
+/** Fetch options that carry `token` as `Authorization: Bearer` (unchanged when there is none). */
+export function withToken(token, options = {}) {
+  if (!token) return options;
+  return { ...options, headers: { ...(options.headers || {}), Authorization: `Bearer ${token}` } };
 }
 
 /** The websocket address of the stream for `collection`, on the server that served this page. */
@@ -34,8 +57,9 @@ export function streamUrl(collection, base = window.location) {
  * Every result/skipped/error reply that answers a frame carries `rtt_ms`.
  */
 export class CatchlightClient {
-  constructor(collection, { url = streamUrl(collection), maxDepth = 2, reconnect = true } = {}) {
+  constructor(collection, { url = streamUrl(collection), maxDepth = 2, reconnect = true, token = null } = {}) {
     this.collection = collection;
+    this.token = token;
     this.url = url;
     this.maxDepth = maxDepth;
     this.reconnect = reconnect;
@@ -57,6 +81,8 @@ export class CatchlightClient {
       const socket = new WebSocket(this.url);
       socket.binaryType = "arraybuffer";
       this.socket = socket;
+      // Browsers cannot set headers on a websocket: the credential goes as the first message.
+      if (this.token) socket.onopen = () => socket.send(JSON.stringify({ type: "auth", token: this.token }));
       socket.onmessage = (event) => {
         const message = this._decode(event.data);
         if (message === null) return;
@@ -168,13 +194,19 @@ export class CatchlightClient {
   }
 }
 
-/** Recognize one photo over HTTP (POST /v1/recognize); resolves with the result, throws Error with the server's message. */
-export async function recognizePhoto(file, collection) {
-  const response = await fetch(`/v1/recognize?collection=${encodeURIComponent(collection)}`, {
-    method: "POST",
-    body: file,
-    headers: { "Content-Type": file.type || "application/octet-stream" },
-  });
+/** An HTTP API refusal: `status` (HTTP), `code` (docs/api.md, program against it) and `message` (for people). */
+export class CatchlightError extends Error {
+  constructor(status, code, message, details = {}) {
+    super(message);
+    this.name = "CatchlightError";
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+async function requestJson(url, options = {}) {
+  const response = await fetch(url, options);
   let body = null;
   try {
     body = await response.json();
@@ -182,8 +214,60 @@ export async function recognizePhoto(file, collection) {
     body = null;
   }
   if (!response.ok) {
-    const message = body && body.error ? body.error.message : `HTTP ${response.status}`;
-    throw new Error(message);
+    const { code = "http_error", message = `HTTP ${response.status}`, ...details } = (body && body.error) || {};
+    throw new CatchlightError(response.status, code, message, details);
   }
   return body;
+}
+
+/**
+ * Recognize one photo over HTTP (POST /v1/recognize): a File or Blob of a JPEG, PNG or WebP image.
+ * Resolves with the result ({width, height, items, timing}); rejects with a CatchlightError.
+ * `baseUrl` is the server's address when the page is served from elsewhere (default: this page's server);
+ * `token` a credential (see pageToken), sent as `Authorization: Bearer`. The scan helpers take both too.
+ */
+export async function recognizePhoto(file, collection, { baseUrl = "", token = null } = {}) {
+  return requestJson(
+    `${baseUrl}/v1/recognize?collection=${encodeURIComponent(collection)}`,
+    withToken(token, { method: "POST", body: file, headers: { "Content-Type": file.type || "application/octet-stream" } }),
+  );
+}
+
+// ---- video scans (docs/api.md, "Video scans") ---------------------------------------------------
+
+/**
+ * Upload a video (File or Blob) and queue a scan of it against `collection`; resolves with the
+ * queued scan (its id is `scan.scan`). The body is sent raw, so the server writes it to disk as it arrives.
+ */
+export async function startScan(file, collection, { sampleRate = null, filename = file.name || "video", baseUrl = "", token = null } = {}) {
+  const params = new URLSearchParams({ collection, filename });
+  if (sampleRate !== null) params.set("sample_rate", String(sampleRate));
+  return requestJson(
+    `${baseUrl}/v1/scans?${params}`,
+    withToken(token, { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } }),
+  );
+}
+
+/** One scan: state, progress and, per item, its appearances ({start, end, peak_score, ...} in seconds). */
+export async function getScan(id, { baseUrl = "", token = null } = {}) {
+  return requestJson(`${baseUrl}/v1/scans/${encodeURIComponent(id)}`, withToken(token));
+}
+
+/** The latest scans, newest first (without their items). */
+export async function listScans({ baseUrl = "", token = null } = {}) {
+  return (await requestJson(`${baseUrl}/v1/scans`, withToken(token))).scans;
+}
+
+/**
+ * Poll a scan until it is done or failed; calls `onprogress(scan)` after every poll and resolves
+ * with the final scan. Stop early with an AbortSignal (`signal`): the promise then rejects with its reason.
+ */
+export async function watchScan(id, { onprogress = null, intervalMs = 500, signal = null, baseUrl = "", token = null } = {}) {
+  for (;;) {
+    signal?.throwIfAborted();
+    const scan = await getScan(id, { baseUrl, token });
+    if (typeof onprogress === "function") onprogress(scan);
+    if (scan.state === "done" || scan.state === "failed") return scan;
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
 }

@@ -1,6 +1,9 @@
 // The collection page: the items of one collection, with a switcher and a full-screen view of each reference.
 
+import { pageToken, withToken } from "./catchlight.js";
+
 const collection = document.body.dataset.collection;
+const token = pageToken();
 const $ = (selector) => document.querySelector(selector);
 const list = $("#items");
 const message = $("#message");
@@ -12,7 +15,7 @@ let shownIndex = -1;
 const enc = encodeURIComponent;
 
 async function getJson(url) {
-  const response = await fetch(url, { headers: { Accept: "application/json" } });
+  const response = await fetch(url, withToken(token, { headers: { Accept: "application/json" } }));
   const body = await response.json().catch(() => null);
   if (!response.ok) throw new Error(body && body.error ? body.error.message : `HTTP ${response.status}`);
   return body;
@@ -26,7 +29,9 @@ function el(tag, className, text) {
 }
 
 function thumbnailUrl(item) {
-  return `/v1/collections/${enc(collection)}/items/${enc(item.item)}/thumbnail?v=${item.updated || ""}`;
+  // An <img> cannot send headers: a credential goes in the query string.
+  const credential = token ? `&token=${enc(token)}` : "";
+  return `/v1/collections/${enc(collection)}/items/${enc(item.item)}/thumbnail?v=${item.updated || ""}${credential}`;
 }
 
 function fact(label, value) {

@@ -1,7 +1,7 @@
 // Console: one collection's items. Upload (drag and drop, one or many, with name and metadata),
 // thumbnails with their keypoints drawn, recognition counts, edit and delete.
 
-import { api, confirmDialog, count, dropZone, el, enc, explain, itemPath, metadataEditor } from "./console.js";
+import { api, confirmDialog, count, credentialQuery, dropZone, el, enc, explain, itemPath, metadataEditor } from "./console.js";
 
 const collection = document.body.dataset.collection;
 const $ = (selector) => document.querySelector(selector);
@@ -36,7 +36,7 @@ function qualityWord(q) {
 }
 
 function tile(item, counts = { total: 0, recent: 0 }) {
-  const img = el("img", { alt: item.name, decoding: "async", src: `${itemPath(collection, item.item)}/thumbnail?v=${item.updated}` });
+  const img = el("img", { alt: item.name, decoding: "async", src: `${itemPath(collection, item.item)}/thumbnail?v=${item.updated}${credentialQuery()}` });
   const canvas = el("canvas", { class: "keypoints", "aria-hidden": "true" });
   img.addEventListener("load", () => {
     drawKeypoints(item, img, canvas);

@@ -1,7 +1,17 @@
 // What the console pages share: calls to the HTTP API (docs/api.md), small DOM helpers,
 // a JSON metadata editor that validates as you type, and a drop zone for image files.
 
+import { pageToken, withToken } from "./catchlight.js";
+
 export const enc = encodeURIComponent;
+
+/** The credential the console was opened with (`?token=`), sent with every call; null on an open server. */
+export const token = pageToken();
+
+/** `?token=` (or `&token=`) for URLs the browser fetches by itself, such as <img src>. */
+export function credentialQuery(separator = "&") {
+  return token ? `${separator}token=${enc(token)}` : "";
+}
 
 /** An API error: HTTP `status`, the server's error `code` and `message`. */
 export class ApiError extends Error {
@@ -20,7 +30,7 @@ export async function api(method, path, body, headers = {}) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
   }
-  const response = await fetch(path, init);
+  const response = await fetch(path, withToken(token, init));
   if (response.status === 204) return null;
   const reply = await response.json().catch(() => null);
   if (!response.ok) {

@@ -127,7 +127,11 @@ function el(tag, className, text) {
   return node;
 }
 
-/** Fill `card` with an item's name, caption and action (the action element gets data-action). */
+/**
+ * Fill `card` with an item's name, caption and action (the action element gets data-action):
+ * `url` a link that opens in a new tab, `text` a button that shows the text, `video` a button that
+ * dispatches a bubbling `catchlight:action` event with detail {item, action} for the page to play it.
+ */
 export function renderCardContent(card, item) {
   const metadata = item.metadata && typeof item.metadata === "object" ? item.metadata : {};
   card.replaceChildren();
@@ -153,6 +157,17 @@ export function renderCardContent(card, item) {
       button.textContent = note.hidden ? "Show note" : "Hide note";
     });
     card.append(button, note);
+  } else if (action && action.type === "video" && safeUrl(action.url)) {
+    // A moving card is no place to watch a video: the page shows it in a steady sheet (event catchlight:action).
+    const button = el("button", "card-action", "Play video ▶");
+    button.type = "button";
+    button.dataset.action = "video";
+    button.addEventListener("click", (event) => {
+      event.stopPropagation();
+      const detail = { item, action: { type: "video", url: safeUrl(action.url) } };
+      card.dispatchEvent(new CustomEvent("catchlight:action", { bubbles: true, detail }));
+    });
+    card.append(button);
   }
 }
 

@@ -95,6 +95,56 @@ class RunningServer:
     def log(self) -> str:
         return "".join(self.output)
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def redis_url(self) -> str:
+        """The address of the embedded store this server started."""
+        return (self.data_dir / "redis" / "url").read_text().strip()
+
+
+class EmbeddedStoreControl:
+    """Stop and start a server's embedded valkey-server for real: same binary, port, directory and options."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.directory = (data_dir / "redis").resolve()
+        self.url = (self.directory / "url").read_text().strip()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (valkey flushes its append-only file on it) and wait until the process is gone."""
+        pid = int((self.directory / "server.pid").read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists() or _is_zombie(pid), timeout)
+
+    def start(self, timeout: float = 20.0) -> None:
+        import redis
+
+        from matcher.embedded_redis import server_command
+
+        port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+        self.process = subprocess.Popen(
+            server_command(self.directory, port), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+
+        def answers() -> bool:
+            try:
+                return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+            except (redis.RedisError, OSError):
+                return False
+
+        wait_until(answers, timeout, interval=0.05)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return True
+
 
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:

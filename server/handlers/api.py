@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from matcher.store import check_collection_name, check_item_id
+from server.access import MANAGE, READ, RECOGNIZE
 from server.catalog import RequestRejected
 from server.handlers.base import ApiHandler
 from server.usage import collection_or_blank, token_of
@@ -33,16 +34,25 @@ class LimitedBodyHandler(ApiHandler):
             raise RequestRejected("invalid_request", "send the image as the body or as a multipart 'image' file")
         return self.request.body
 
+    def checked_image(self) -> bytes:
+        image = self.image_from_request()
+        limit = self.application.settings["config"].server.max_image_bytes
+        if len(image) > limit:
+            raise RequestRejected("image_too_large", f"the image is {len(image)} bytes, the limit is {limit}")
+        return image
+
 
 class CollectionsHandler(ApiHandler):
     async def get(self) -> None:
+        credential = self.allow(READ)
         summaries = await self.catalog.in_store(self.catalog.store.collections)
-        self.send_json({"collections": [s.to_wire() for s in summaries]})
+        visible = [s for s in summaries if credential.may_use(s.name)]
+        self.send_json({"collections": [s.to_wire() for s in visible]})
 
 
 class CollectionHandler(ApiHandler):
     async def get(self, collection: str) -> None:
-        _collection(collection)
+        self.allow(READ, _collection(collection))
         for summary in await self.catalog.in_store(self.catalog.store.collections):
             if summary.name == collection:
                 self.send_json(summary.to_wire())
@@ -50,10 +60,12 @@ class CollectionHandler(ApiHandler):
         self.send_error_code("not_found", f"no collection {collection}")
 
     async def put(self, collection: str) -> None:
+        self.allow(MANAGE)
         created = await self.catalog.in_store(self.catalog.store.create_collection, _collection(collection))
         self.send_json({"collection": collection, "created": created}, 201 if created else 200)
 
     async def delete(self, collection: str) -> None:
+        self.allow(MANAGE)
         await self.catalog.in_store(self.catalog.store.delete_collection, _collection(collection))
         self.set_status(204)
         self.finish()
@@ -61,6 +73,7 @@ class CollectionHandler(ApiHandler):
 
 class ItemsHandler(LimitedBodyHandler):
     async def get(self, collection: str) -> None:
+        self.allow(READ, _collection(collection))
         items = await self.catalog.in_store(self.catalog.store.list_items, _collection(collection))
         self.send_json({"collection": collection, "items": [i.to_wire() for i in items]})
 
@@ -74,11 +87,12 @@ class ItemsHandler(LimitedBodyHandler):
         return value
 
     async def post(self, collection: str) -> None:
+        self.allow(MANAGE)
         _collection(collection)
         item_id = self.field("item")
         if item_id is not None:
             check_item_id(item_id)
-        image = self.image_from_request()
+        image = self.checked_image()
         item = await self.catalog.add_item(collection, image, self.field("name"), self.field("metadata"), item_id)
         self.set_header("Location", f"/v1/collections/{collection}/items/{item.item}")
         self.send_json(item.to_wire(), 201)
@@ -86,14 +100,17 @@ class ItemsHandler(LimitedBodyHandler):
 
 class ItemHandler(ApiHandler):
     async def get(self, collection: str, item: str) -> None:
+        self.allow(READ, _collection(collection))
         found = await self.catalog.in_store(self.catalog.store.get_item, _collection(collection), item)
         self.send_json(found.to_wire())
 
     async def patch(self, collection: str, item: str) -> None:
+        self.allow(MANAGE)
         changed = await self.catalog.update_item(_collection(collection), item, self.json_body())
         self.send_json(changed.to_wire())
 
     async def delete(self, collection: str, item: str) -> None:
+        self.allow(MANAGE)
         await self.catalog.in_store(self.catalog.store.delete_item, _collection(collection), item)
         self.set_status(204)
         self.finish()
@@ -101,6 +118,7 @@ class ItemHandler(ApiHandler):
 
 class ThumbnailHandler(ApiHandler):
     async def get(self, collection: str, item: str) -> None:
+        self.allow(READ, _collection(collection))
         data = await self.catalog.in_store(self.catalog.store.thumbnail, _collection(collection), item)
         self.set_header("Content-Type", "image/jpeg")
         self.set_header("Cache-Control", "private, max-age=60")
@@ -109,18 +127,23 @@ class ThumbnailHandler(ApiHandler):
 
 class KeypointsHandler(ApiHandler):
     async def get(self, collection: str, item: str) -> None:
+        self.allow(READ, _collection(collection))
         keypoints = await self.catalog.keypoints(_collection(collection), item)
         self.send_json(keypoints)
 
 
 class RecognizeHandler(LimitedBodyHandler):
     async def post(self) -> None:
+        credential = self.allow(RECOGNIZE)
         collection = self.get_query_argument("collection", None) or self.get_body_argument("collection", None)
         if not collection:
             raise RequestRejected("invalid_request", "name the collection: /v1/recognize?collection=NAME")
-        image = self.image_from_request()
+        self.allow(RECOGNIZE, _collection(collection))
+        if not self.access.frame_allowed(credential):
+            raise RequestRejected("rate_limited", "this credential sends more images per second than it may")
+        image = self.checked_image()
         inliers = self.get_query_argument("inliers", "0") not in ("0", "false", "")
-        result: dict[str, Any] = await self.catalog.recognize(_collection(collection), image, inliers)
+        result: dict[str, Any] = await self.catalog.recognize(collection, image, inliers)
         self.count_result(collection, result)
         self.send_json(result)
 

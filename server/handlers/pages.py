@@ -1,4 +1,4 @@
-"""Browser pages: the camera page, the collection page and the management console."""
+"""Browser pages: the camera page, the collection page, the management console and the video scans page."""
 
 from __future__ import annotations
 
@@ -47,3 +47,16 @@ class DashboardPage(tornado.web.RequestHandler):
 
     def get(self) -> None:
         self.render("dashboard.html", collection=self.get_query_argument("collection", ""))
+
+
+class ScansPage(tornado.web.RequestHandler):
+    def get(self) -> None:
+        config = self.application.settings["config"]
+        collection = self.get_query_argument("collection", "") or config.server.demo_collection
+        self.render("scans.html", collection=collection, scan="")
+
+
+class ScanPage(tornado.web.RequestHandler):
+    def get(self, scan: str) -> None:
+        config = self.application.settings["config"]
+        self.render("scans.html", collection=config.server.demo_collection, scan=scan)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from matcher.store import InvalidName, NotFound, check_collection_name
+from server.access import MANAGE
 from server.catalog import RequestRejected
 from server.handlers.base import ApiHandler
 from server.usage import RANGES, UsageStats
 
 
 class UsageHandler(ApiHandler):
+    """Statistics are for the operators: a management key reads them."""
+
+    def prepare(self) -> None:
+        self.allow(MANAGE)
+
     @property
     def usage(self) -> UsageStats:
         usage: UsageStats = self.application.settings["usage"]

@@ -11,6 +11,7 @@ text), so it is not in any collection and needs no download.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,13 +119,23 @@ def read_barcode(frame: np.ndarray) -> int:
     return index
 
 
-def make_fake_camera(reference: np.ndarray, path: Path, seconds: float = 4.0, fps: int = 15) -> FakeCamera:
-    """Write a y4m of `reference` (BGR) moving over the background; returns the ground truth per frame."""
+def make_fake_camera(
+    reference: np.ndarray,
+    path: Path,
+    seconds: float = 4.0,
+    fps: int = 15,
+    motion: Callable[[float, int, int], np.ndarray] = quad_at,
+) -> FakeCamera:
+    """Write a y4m of `reference` (BGR) over the background; returns the ground truth per frame.
+
+    `motion(t, ref_w, ref_h)` gives the corners at phase t in [0, 1) of the loop: by default a smooth
+    closed path; a function that ignores t makes a still object.
+    """
     count = round(seconds * fps)
     assert count < 2**BARCODE_BITS
     ref_h, ref_w = reference.shape[:2]
     scene = background()
-    corners = np.stack([quad_at(i / count, ref_w, ref_h) for i in range(count)])
+    corners = np.stack([motion(i / count, ref_w, ref_h) for i in range(count)])
     with open(path, "wb") as out:
         out.write(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
         for i in range(count):

@@ -12,9 +12,11 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
+import httpx
 import numpy as np
 
 from catchlight import Catchlight
+from tests.conftest import wait_until
 from tests.frames import composite
 from tests.images import photo_bytes
 
@@ -215,4 +217,23 @@ def test_dashboard_plots_the_usage_that_was_sent(page_server, launch_chromium, a
     page.select_option("#range", "1h")
     page.wait_for_function("document.querySelector('#updated').textContent.includes('per minute')", timeout=WAIT_MS)
     assert page.inner_text("#total-recognitions") == "5"
+    assert errors == []
+
+
+def test_console_works_on_a_server_that_requires_credentials(start_server, launch_chromium):  # type: ignore[no-untyped-def]
+    from tests.security.helpers import QUIET, make_credential
+
+    server = start_server(env=QUIET)
+    _, key = make_credential(server.data_dir, "management")
+    with Catchlight(server.url, token=key) as client:
+        # The server notices the new credential within its refresh interval.
+        wait_until(lambda: httpx.get(f"{server.url}/v1/collections").status_code == 401, timeout=10)
+        client.add_item("guarded", photo_bytes("coffee.png"), name="Coffee")
+    assert httpx.get(f"{server.url}/v1/collections/guarded/items").status_code == 401
+
+    page, errors = open_page(launch_chromium, f"{server.url}/console/collections/guarded?token={key}")
+    page.wait_for_selector('[data-item] img', timeout=WAIT_MS)
+    page.wait_for_function("() => [...document.querySelectorAll('[data-item] img')].every(i => i.naturalWidth > 0)", timeout=WAIT_MS)
+    assert "token=" not in page.url  # the credential leaves the address bar
+    assert page.locator("[data-item]").count() == 1
     assert errors == []

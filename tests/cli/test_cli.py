@@ -26,6 +26,7 @@ import pytest
 from bench.scenes import corner_error, jpeg, paste, random_quad
 from matcher.embedded_redis import EmbeddedRedis, start_or_reuse
 from tests.conftest import RunningServer
+from tests.videos import write_video
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / ".cache" / "demo"
@@ -281,3 +282,18 @@ def test_import_reports_a_dead_describing_process_instead_of_hanging(data_dir: P
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert "coffee.png" in result.stdout and "process died" in result.stdout
+
+
+def test_scan_command_prints_where_each_item_appears_and_records_the_scan(data_dir: Path, tmp_path: Path) -> None:
+    run_cli(data_dir, "add", "clips", str(demo_image("coffee.png")), "--name", "Coffee")
+    run_cli(data_dir, "add", "clips", str(demo_image("astronaut.png")), "--name", "Astronaut")
+    video = write_video(tmp_path / "clip.avi", "MJPG")
+    scan = run_json(data_dir, "scan", str(video), "--collection", "clips", "--sample-rate", "2")
+    assert scan["state"] == "done" and scan["progress"]["samples_done"] == 20
+    found = {i["name"]: [(a["start"], a["end"]) for a in i["appearances"]] for i in scan["items"]}
+    assert found == {"Coffee": [(1.0, 3.0), (7.0, 8.0)], "Astronaut": [(4.0, 6.0), (7.0, 8.0)]}
+    assert video.exists(), "the command line never deletes the user's own video"
+    text = run_cli(data_dir, "scan", str(video), "-c", "clips", "-q").stdout
+    assert "Coffee" in text and "1.0 s-3.0 s" in text and "video-seconds per second" in text
+    bad = run_cli(data_dir, "scan", str(write_bytes(tmp_path / "x.mp4", b"no video")), "-c", "clips", check=False)
+    assert bad.returncode == 1 and "invalid_video" in bad.stderr
