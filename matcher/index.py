@@ -83,6 +83,8 @@ class InvertedFileIndex(DescriptorIndex):
         self._item_of_slot: list[str | None] = []
         self._slot_of: dict[str, int] = {}
         self._live_rows = 0
+        self._live_mask: np.ndarray | None = None
+        """Exact index only: False for rows of removed references (None: all rows live)."""
         self._trained_for = 0
         self._index: faiss.IndexBinary = faiss.IndexBinaryFlat(DESCRIPTOR_BYTES * 8)
 
@@ -112,6 +114,17 @@ class InvertedFileIndex(DescriptorIndex):
         held = self._held.pop(item)
         self._item_of_slot[self._slot_of.pop(item)] = None
         self._live_rows -= len(held.points)
+        rows = np.arange(held.first_row, held.first_row + len(held.points), dtype=np.int64)
+        if isinstance(self._index, faiss.IndexBinaryIVF):
+            _drop_rows(self._index, rows)
+        else:
+            # An exact index is searched with the removed rows masked out (rows keep their numbers).
+            if self._live_mask is None or len(self._live_mask) < self._index.ntotal:
+                mask = np.ones(int(self._index.ntotal), bool)
+                if self._live_mask is not None:
+                    mask[: len(self._live_mask)] = self._live_mask
+                self._live_mask = mask
+            self._live_mask[rows] = False
 
     def _append(self, reference: Reference) -> None:
         """Add a reference's descriptors as new rows (FAISS numbers them in order)."""
@@ -174,6 +187,7 @@ class InvertedFileIndex(DescriptorIndex):
             self._trained_for = total
             index = ivf
         self._index = index
+        self._live_mask = None
         self._held = {}
         self._first_rows = []
         self._item_of_slot = []
@@ -228,7 +242,13 @@ class InvertedFileIndex(DescriptorIndex):
             if isinstance(self._index, faiss.IndexBinaryIVF):
                 self._index.nprobe = settings.ivf_probe
             k = max(2, settings.neighbours)
-            distances, rows = self._index.search(np.ascontiguousarray(descriptors), k)
+            params = None
+            if self._live_mask is not None and isinstance(self._index, faiss.IndexBinaryFlat):
+                live = np.ones(int(self._index.ntotal), bool)
+                live[: len(self._live_mask)] = self._live_mask
+                bitmap = np.packbits(live, bitorder="little")
+                params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(live), faiss.swig_ptr(bitmap)))
+            distances, rows = self._index.search(np.ascontiguousarray(descriptors), k, params=params)
             first_rows = np.asarray(self._first_rows, np.int64)
             slots = np.where(rows >= 0, np.searchsorted(first_rows, rows, side="right") - 1, -1)
             keypoints = np.where(rows >= 0, rows - first_rows[np.maximum(slots, 0)], -1)
@@ -275,6 +295,30 @@ def _fill_exactly(index: faiss.IndexBinaryIVF, codes: np.ndarray) -> None:
         start += m
     index.ntotal = n
     index.make_direct_map(True)
+
+
+def _drop_rows(index: faiss.IndexBinaryIVF, rows: np.ndarray) -> None:
+    """Take `rows` out of their inverted lists, so removed descriptors never shadow live ones.
+
+    Each is overwritten by its list's last entry (whose place the direct map then
+    records) and the list shortened; row numbers of the others do not change.
+    """
+    direct = faiss.rev_swig_ptr(index.direct_map.array.data(), index.direct_map.array.size())
+    invlists = index.invlists
+    code_size = index.code_size
+    for row in rows.tolist():
+        where = int(direct[row])
+        if where < 0:
+            continue
+        list_no, offset = where >> 32, where & 0xFFFFFFFF
+        last = invlists.list_size(list_no) - 1
+        if offset != last:
+            moved = int(invlists.get_single_id(list_no, last))
+            code = faiss.rev_swig_ptr(invlists.get_single_code(list_no, last), code_size).copy()
+            invlists.update_entry(list_no, offset, moved, faiss.swig_ptr(code))
+            direct[moved] = (list_no << 32) | offset
+        invlists.resize(list_no, last)
+        direct[row] = -1
 
 
 def release_free_memory() -> None:

@@ -65,3 +65,17 @@ def test_a_reference_is_shortlisted_from_its_own_descriptors_only_while_present(
     assert [c.item for c in index.shortlist(query, settings)][:1] == ["r007"]
     index.remove("r007")
     assert "r007" not in [c.item for c in index.shortlist(query, settings)]
+
+
+@pytest.mark.parametrize("make_index", IMPLEMENTATIONS)
+@pytest.mark.parametrize("others", [0, 40], ids=["exact", "inverted-file"])
+def test_a_reference_put_again_is_still_found_by_all_its_descriptors(make_index: type[DescriptorIndex], others: int) -> None:
+    rng = np.random.default_rng(5)
+    index = make_index()
+    for i in range(others):
+        index.add(_reference(f"o{i:03d}", rng))
+    ref = _reference("again", rng)
+    for _ in range(4):  # a worker replaying the change log puts the same reference several times
+        index.add(ref)
+    found = {c.item: len(c.frame_indices) for c in index.shortlist(ref.features.descriptors, MatcherSettings())}
+    assert found.get("again", 0) >= 0.9 * len(ref.features)
