@@ -27,6 +27,7 @@ from bench import dataset, queries, sources
 from bench.baseline import Baseline
 from bench.queries import LEVELS, Frame
 from bench.scenes import corner_error, jpeg
+from matcher.index import release_free_memory
 from matcher.model import Reference
 from matcher.recognizer import Recognizer, describe_reference_image
 from matcher.settings import MatcherSettings
@@ -160,18 +161,25 @@ def _memory_child(references: list[Reference], settings: MatcherSettings, queue)
     recognizer.load(COLLECTION, held)
     del held
     gc.collect()
-    queue.put(process.memory_info().rss - before)
+    release_free_memory()  # as a worker does after loading
+    loaded = process.memory_info().rss
+    del recognizer
+    gc.collect()
+    release_free_memory()
+    queue.put((loaded - before, loaded - process.memory_info().rss))
 
 
-def memory_per_reference(references: list[Reference], settings: MatcherSettings) -> float:
-    """Bytes a worker holds per reference (its Reference objects and index), measured in a fresh process."""
+def memory_per_reference(references: list[Reference], settings: MatcherSettings) -> tuple[float, float]:
+    """Bytes per reference a fresh worker grows by when it loads a collection, and of those the bytes
+    the engine itself holds (given back when it is dropped); the rest is heap left fragmented by the
+    freed input references."""
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     p = ctx.Process(target=_memory_child, args=(references, settings, queue))
     p.start()
-    grown = queue.get()
+    grown, held = queue.get()
     p.join()
-    return grown / len(references)
+    return grown / len(references), held / len(references)
 
 
 def time_to_add(recognizer: Recognizer, settings: MatcherSettings, backgrounds: list[np.ndarray], seed: int) -> dict:
@@ -258,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         ours = run_ours(recognizer, frames)
         entry: dict = {"references": kinds, "build_s": build_s, "ours": summarize(ours)}
         entry["fps_pool"] = pool_fps(recognizer, frames[: min(len(frames), 400)], 2)
-        entry["memory_per_reference_bytes"] = memory_per_reference(references, settings)
+        entry["memory_per_reference_bytes"], entry["memory_held_per_reference_bytes"] = memory_per_reference(references, settings)
         entry["add"] = time_to_add(recognizer, settings, backgrounds, size)
         if n_base:
             subset = [f for level in LEVELS for f in [x for x in frames if x.level == level][:n_base]]

@@ -48,12 +48,15 @@ def _spread(keypoints: list[cv2.KeyPoint], keep: int, shape: tuple[int, int], ce
     return [keypoints[i] for i in chosen]
 
 
-def detect(gray: np.ndarray, count: int, grid_cells: int) -> Features:
-    """ORB features of a (h, w) uint8 image, at most `count`, spread over the image."""
+def detect(gray: np.ndarray, count: int, grid_cells: int, oversampling: float = 3.0) -> Features:
+    """ORB features of a (h, w) uint8 image, at most `count`, spread over the image.
+
+    `oversampling` x `count` corners are detected, so the spreading has some to choose from.
+    """
     h, w = gray.shape[:2]
     if min(h, w) < 32:
         return Features.empty(w, h)
-    orb = _orb(count * 3)
+    orb = _orb(max(count, round(count * oversampling)))
     keypoints = orb.detect(gray, None)
     keypoints = _spread(list(keypoints), count, (h, w), grid_cells)
     if not keypoints:
@@ -84,7 +87,9 @@ def stretch_contrast(gray: np.ndarray, settings: MatcherSettings) -> np.ndarray:
 
 def describe_frame(gray: np.ndarray, settings: MatcherSettings) -> Features:
     """Features of a camera frame already at working resolution."""
-    return detect(stretch_contrast(gray, settings), settings.frame_features, settings.grid_cells)
+    return detect(
+        stretch_contrast(gray, settings), settings.frame_features, settings.grid_cells, settings.frame_oversampling
+    )
 
 
 def describe_reference(gray: np.ndarray, width: int, height: int, settings: MatcherSettings) -> Features:

@@ -12,18 +12,21 @@ from Redis builds the same index.
 from __future__ import annotations
 
 import abc
+import ctypes
 import threading
+from dataclasses import dataclass
+from typing import Any
 
 import faiss
 import numpy as np
 
-from matcher.model import DESCRIPTOR_BYTES, Correspondences, Reference
+from matcher.model import DESCRIPTOR_BYTES, Correspondences, Features, Reference
 from matcher.settings import MatcherSettings
 
-_SLOT_SHIFT = 20  # a descriptor's id is slot << 20 | keypoint index
 _EXACT_BELOW = 4_000  # descriptors: below this an exact search is as fast as any
 _RETRAIN_GROWTH = 4.0  # retrain the partition once the index grew this much since training
 _TRAINING_POINTS_PER_LIST = 40  # FAISS wants at least 39 training points per centroid
+_MAX_DEAD_SHARE = 0.5  # compact once this share of the index's rows belongs to removed references
 
 
 class DescriptorIndex(abc.ABC):
@@ -50,144 +53,300 @@ class DescriptorIndex(abc.ABC):
         """Best candidates for a frame's (N, 32) uint8 descriptors, most votes first."""
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A reference as the index keeps it: its descriptors live only in the FAISS index, rows first_row on."""
+
+    item: str
+    name: str
+    metadata: dict[str, Any]
+    points: np.ndarray
+    width: int
+    height: int
+    first_row: int
+
+
 class InvertedFileIndex(DescriptorIndex):
+    """Every descriptor is held once, in FAISS, as row `first_row + i` of its reference.
+
+    FAISS answers with row numbers; a reference's own descriptors (for
+    re-matching a candidate) are read back from the index, which keeps a map
+    from row to position for that. Removing a reference leaves its rows in
+    place, unreachable, until they make up half of the index and it is rebuilt.
+    """
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._references: dict[str, Reference] = {}
-        self._slot_of: dict[str, int] = {}
+        self._held: dict[str, _Held] = {}
+        self._first_rows: list[int] = []
+        """First row of each slot, ascending: slots are numbered in the order they were added."""
         self._item_of_slot: list[str | None] = []
-        self._free_slots: list[int] = []
-        self._descriptor_count = 0
+        self._slot_of: dict[str, int] = {}
+        self._live_rows = 0
+        self._live_mask: np.ndarray | None = None
+        """Exact index only: False for rows of removed references (None: all rows live)."""
         self._trained_for = 0
-        self._index: faiss.IndexBinary = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(DESCRIPTOR_BYTES * 8))
+        self._index: faiss.IndexBinary = faiss.IndexBinaryFlat(DESCRIPTOR_BYTES * 8)
 
     # -- building -----------------------------------------------------------
 
     def bulk_load(self, references: list[Reference]) -> None:
         """Replace the whole content at once (start-up): trains the partition once."""
         with self._lock:
-            self._references = {r.item: r for r in references}
-            self._slot_of = {}
-            self._item_of_slot = []
-            self._free_slots = []
-            self._rebuild()
+            self._rebuild(references)
 
     def add(self, reference: Reference) -> None:
         with self._lock:
-            if reference.item in self._references:
+            if reference.item in self._held:
                 self._remove_locked(reference.item)
-            self._references[reference.item] = reference
-            self._add_to_faiss(reference)
-            if self._needs_retraining():
-                self._rebuild()
+            self._append(reference)
+            if self._needs_rebuild():
+                self._rebuild(self._all_references())
 
     def remove(self, item: str) -> None:
         with self._lock:
-            if item in self._references:
+            if item in self._held:
                 self._remove_locked(item)
+                if self._needs_rebuild():
+                    self._rebuild(self._all_references())
 
     def _remove_locked(self, item: str) -> None:
-        reference = self._references.pop(item)
-        slot = self._slot_of.pop(item)
-        self._index.remove_ids(faiss.IDSelectorRange(slot << _SLOT_SHIFT, (slot + 1) << _SLOT_SHIFT))
-        self._item_of_slot[slot] = None
-        self._free_slots.append(slot)
-        self._descriptor_count -= len(reference.features)
-
-    def _allocate_slot(self, item: str) -> int:
-        if self._free_slots:
-            slot = self._free_slots.pop()
-            self._item_of_slot[slot] = item
+        held = self._held.pop(item)
+        self._item_of_slot[self._slot_of.pop(item)] = None
+        self._live_rows -= len(held.points)
+        rows = np.arange(held.first_row, held.first_row + len(held.points), dtype=np.int64)
+        if isinstance(self._index, faiss.IndexBinaryIVF):
+            _drop_rows(self._index, rows)
         else:
-            slot = len(self._item_of_slot)
-            self._item_of_slot.append(item)
-        self._slot_of[item] = slot
-        return slot
+            # An exact index is searched with the removed rows masked out (rows keep their numbers).
+            if self._live_mask is None or len(self._live_mask) < self._index.ntotal:
+                mask = np.ones(int(self._index.ntotal), bool)
+                if self._live_mask is not None:
+                    mask[: len(self._live_mask)] = self._live_mask
+                self._live_mask = mask
+            self._live_mask[rows] = False
 
-    def _add_to_faiss(self, reference: Reference) -> None:
-        slot = self._allocate_slot(reference.item)
-        n = len(reference.features)
-        if n == 0:
-            return
-        ids = (np.int64(slot) << _SLOT_SHIFT) + np.arange(n, dtype=np.int64)
-        self._index.add_with_ids(reference.features.descriptors, ids)
-        self._descriptor_count += n
+    def _append(self, reference: Reference) -> None:
+        """Add a reference's descriptors as new rows (FAISS numbers them in order)."""
+        features = reference.features
+        first_row = int(self._index.ntotal)
+        self._slot_of[reference.item] = len(self._item_of_slot)
+        self._item_of_slot.append(reference.item)
+        self._first_rows.append(first_row)
+        self._held[reference.item] = _Held(
+            reference.item,
+            reference.name,
+            dict(reference.metadata),
+            np.array(features.points, np.float32),
+            features.width,
+            features.height,
+            first_row,
+        )
+        if len(features):
+            self._index.add(np.ascontiguousarray(features.descriptors, np.uint8))
+        self._live_rows += len(features)
 
-    def _needs_retraining(self) -> bool:
-        n = self._descriptor_count
+    def _needs_rebuild(self) -> bool:
+        n = self._live_rows
+        if int(self._index.ntotal) - n > _MAX_DEAD_SHARE * max(int(self._index.ntotal), _EXACT_BELOW):
+            return True
         if self._trained_for == 0:
             return n >= _EXACT_BELOW
         return n > self._trained_for * _RETRAIN_GROWTH or n < self._trained_for / _RETRAIN_GROWTH
 
-    def _rebuild(self) -> None:
-        ordered = sorted(self._references.values(), key=lambda r: r.item)
+    def _all_references(self) -> list[Reference]:
+        return [r for r in (self.reference(item) for item in list(self._held)) if r is not None]
+
+    def _rebuild(self, references: list[Reference]) -> None:
+        ordered = sorted(references, key=lambda r: r.item)
         total = sum(len(r.features) for r in ordered)
         bits = DESCRIPTOR_BYTES * 8
+        codes = (
+            np.ascontiguousarray(np.concatenate([r.features.descriptors for r in ordered]), np.uint8)
+            if total
+            else np.zeros((0, DESCRIPTOR_BYTES), np.uint8)
+        )
         if total < _EXACT_BELOW:
-            index: faiss.IndexBinary = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(bits))
+            index: faiss.IndexBinary = faiss.IndexBinaryFlat(bits)
+            if total:
+                index.add(codes)
             self._trained_for = 0
         else:
             lists = int(np.clip(2 * np.sqrt(total), 16, 65_536))
             quantizer = faiss.IndexBinaryFlat(bits)
-            index = faiss.IndexBinaryIVF(quantizer, bits, lists)
-            index.own_fields = True
+            ivf = faiss.IndexBinaryIVF(quantizer, bits, lists)
+            ivf.own_fields = True
             quantizer.this.disown()
-            sample = np.concatenate([r.features.descriptors for r in ordered if len(r.features)])
+            sample = codes
             limit = lists * _TRAINING_POINTS_PER_LIST
             if len(sample) > limit:
-                sample = sample[np.linspace(0, len(sample) - 1, limit).astype(np.int64)]
-            index.train(np.ascontiguousarray(sample))
+                sample = np.ascontiguousarray(sample[np.linspace(0, len(sample) - 1, limit).astype(np.int64)])
+            ivf.train(sample)
+            del sample
+            _fill_exactly(ivf, codes)
             self._trained_for = total
+            index = ivf
         self._index = index
-        self._slot_of = {}
+        self._live_mask = None
+        self._held = {}
+        self._first_rows = []
         self._item_of_slot = []
-        self._free_slots = []
-        self._descriptor_count = 0
+        self._slot_of = {}
+        self._live_rows = 0
+        # One array for every keypoint position: nothing here keeps the callers' arrays alive, so the
+        # memory they free after the load is in one piece and goes back to the system.
+        points = np.concatenate([r.features.points for r in ordered]).astype(np.float32) if total else np.zeros((0, 2), np.float32)
+        row = 0
         for reference in ordered:
-            self._add_to_faiss(reference)
+            n = len(reference.features)
+            self._slot_of[reference.item] = len(self._item_of_slot)
+            self._item_of_slot.append(reference.item)
+            self._first_rows.append(row)
+            f = reference.features
+            self._held[reference.item] = _Held(
+                reference.item, reference.name, dict(reference.metadata), points[row : row + n], f.width, f.height, row
+            )
+            row += n
+            self._live_rows += n
+        del codes, ordered
+        release_free_memory()
 
     # -- queries ------------------------------------------------------------
 
     def reference(self, item: str) -> Reference | None:
-        return self._references.get(item)
+        with self._lock:
+            held = self._held.get(item)
+            if held is None:
+                return None
+            n = len(held.points)
+            descriptors = (
+                self._index.reconstruct_n(held.first_row, n).reshape(n, DESCRIPTOR_BYTES)
+                if n
+                else np.zeros((0, DESCRIPTOR_BYTES), np.uint8)
+            )
+        return Reference(held.item, held.name, held.metadata, Features(held.points, descriptors, held.width, held.height))
 
     def __len__(self) -> int:
-        return len(self._references)
+        return len(self._held)
 
     @property
     def descriptor_count(self) -> int:
-        return self._descriptor_count
+        return self._live_rows
 
     def shortlist(self, descriptors: np.ndarray, settings: MatcherSettings) -> list[Correspondences]:
         if len(descriptors) == 0:
             return []
         with self._lock:
-            if self._descriptor_count == 0:
+            if self._live_rows == 0:
                 return []
             if isinstance(self._index, faiss.IndexBinaryIVF):
                 self._index.nprobe = settings.ivf_probe
             k = max(2, settings.neighbours)
-            distances, ids = self._index.search(np.ascontiguousarray(descriptors), k)
+            params = None
+            if self._live_mask is not None and isinstance(self._index, faiss.IndexBinaryFlat):
+                live = np.ones(int(self._index.ntotal), bool)
+                live[: len(self._live_mask)] = self._live_mask
+                bitmap = np.packbits(live, bitorder="little")
+                params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(live), faiss.swig_ptr(bitmap)))
+            distances, rows = self._index.search(np.ascontiguousarray(descriptors), k, params=params)
+            first_rows = np.asarray(self._first_rows, np.int64)
+            slots = np.where(rows >= 0, np.searchsorted(first_rows, rows, side="right") - 1, -1)
+            keypoints = np.where(rows >= 0, rows - first_rows[np.maximum(slots, 0)], -1)
             item_of_slot = list(self._item_of_slot)
-            voted = _vote(distances, ids, item_of_slot, settings)
-            references = [self._references.get(c.item) for c in voted]
+            # Rows of removed references are still in FAISS: they count as no neighbour at all.
+            dead = np.array([item is None for item in item_of_slot] + [True], bool)
+            gone = dead[slots]
+            slots = np.where(gone, -1, slots)
+            distances = np.where(gone, np.iinfo(np.int32).max, distances)
+            voted = _vote(distances, slots, keypoints, item_of_slot, settings)
+            references = [self.reference(c.item) for c in voted]
         # The global ratio test above is strict where references look alike (tiles of one photo,
         # one brand's posters): re-match each candidate on its own to recover its correspondences.
         result = []
         for candidate, reference in zip(voted, references, strict=True):
             found = match_descriptors(descriptors, reference, settings) if reference is not None else None
             if found is not None and len(found[0]) > len(candidate.frame_indices):
-                candidate = Correspondences(candidate.item, found[0], found[1], candidate.votes)
+                candidate = Correspondences(candidate.item, found[0], found[1], candidate.votes, reference)
+            else:
+                candidate = Correspondences(candidate.item, candidate.frame_indices, candidate.reference_indices, candidate.votes, reference)
             result.append(candidate)
         return result
 
 
+def _fill_exactly(index: faiss.IndexBinaryIVF, codes: np.ndarray) -> None:
+    """Put (N, 32) uint8 `codes` into a trained IVF as rows 0..N-1, each inverted list sized exactly.
+
+    FAISS's own add grows every list one entry at a time, leaving up to half of
+    each list's memory unused; filling each list in one go allocates what it needs.
+    A row-to-position map is kept so a reference's descriptors can be read back.
+    """
+    n = len(codes)
+    _, assigned = index.quantizer.search(codes, 1)
+    assigned = assigned.ravel()
+    order = np.argsort(assigned, kind="stable")
+    counts = np.bincount(assigned, minlength=index.nlist)
+    rows = np.ascontiguousarray(order.astype(np.int64))
+    grouped = np.ascontiguousarray(codes[order])
+    invlists = index.invlists
+    start = 0
+    for list_no in np.nonzero(counts)[0]:
+        m = int(counts[list_no])
+        invlists.add_entries(int(list_no), m, faiss.swig_ptr(rows[start : start + m]), faiss.swig_ptr(grouped[start : start + m]))
+        start += m
+    index.ntotal = n
+    index.make_direct_map(True)
+
+
+def _drop_rows(index: faiss.IndexBinaryIVF, rows: np.ndarray) -> None:
+    """Take `rows` out of their inverted lists, so removed descriptors never shadow live ones.
+
+    Each is overwritten by its list's last entry (whose place the direct map then
+    records) and the list shortened; row numbers of the others do not change.
+    """
+    direct = faiss.rev_swig_ptr(index.direct_map.array.data(), index.direct_map.array.size())
+    invlists = index.invlists
+    code_size = index.code_size
+    for row in rows.tolist():
+        where = int(direct[row])
+        if where < 0:
+            continue
+        list_no, offset = where >> 32, where & 0xFFFFFFFF
+        last = invlists.list_size(list_no) - 1
+        if offset != last:
+            moved = int(invlists.get_single_id(list_no, last))
+            code = faiss.rev_swig_ptr(invlists.get_single_code(list_no, last), code_size).copy()
+            invlists.update_entry(list_no, offset, moved, faiss.swig_ptr(code))
+            direct[moved] = (list_no << 32) | offset
+        invlists.resize(list_no, last)
+        direct[row] = -1
+
+
+def release_free_memory() -> None:
+    """Hand heap memory freed after a build back to the system (glibc keeps it otherwise).
+
+    A build's temporary arrays, and the references it was built from, are as
+    large as the index itself; glibc keeps such freed memory for reuse, and
+    every worker would show about twice its real size.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def _vote(
-    distances: np.ndarray, ids: np.ndarray, item_of_slot: list[str | None], settings: MatcherSettings
+    distances: np.ndarray,
+    slots: np.ndarray,
+    keypoints: np.ndarray,
+    item_of_slot: list[str | None],
+    settings: MatcherSettings,
 ) -> list[Correspondences]:
-    """Ratio-test each frame descriptor's nearest neighbour against the nearest of another item."""
-    valid = ids >= 0
-    slots = np.where(valid, ids >> _SLOT_SHIFT, -1)
+    """Ratio-test each frame descriptor's nearest neighbour against the nearest of another item.
+
+    `distances`, `slots`, `keypoints`: (N, k) per frame descriptor and neighbour;
+    slot -1 is no neighbour.
+    """
+    valid = slots >= 0
     best_slot = slots[:, 0]
     other = valid & (slots != best_slot[:, None])
     # Distance to the nearest neighbour in a different item. When all k neighbours belong to the
@@ -202,7 +361,7 @@ def _vote(
     if frame_idx.size == 0:
         return []
     kept_slots = best_slot[frame_idx]
-    kp_idx = (ids[frame_idx, 0] & ((1 << _SLOT_SHIFT) - 1)).astype(np.int64)
+    kp_idx = keypoints[frame_idx, 0].astype(np.int64)
     weight = 1.0 - best_distance[frame_idx] / (settings.max_hamming + 1)
     unique_slots, inverse = np.unique(kept_slots, return_inverse=True)
     votes = np.bincount(inverse, weights=weight)

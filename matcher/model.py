@@ -51,6 +51,8 @@ class Correspondences:
     """(M,) int indices into the reference's keypoints."""
     votes: float
     """Shortlist score: more and more distinctive matches score higher."""
+    reference: Reference | None = None
+    """The candidate reference itself, when the index already had to read it back."""
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ class Recognizer:
         searched = time.perf_counter()
         result = FrameResult(width=image.width, height=image.height)
         for candidate in shortlist:
-            reference = index.reference(candidate.item)
+            reference = candidate.reference or index.reference(candidate.item)
             if reference is None:
                 continue
             verified = verify(frame, reference, candidate, self.settings)

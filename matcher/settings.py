@@ -26,6 +26,8 @@ class MatcherSettings:
     """Keypoints kept per reference, summed over its scales."""
     reference_scales: tuple[float, ...] = (1.0, 0.5)
     """Extra scales a reference is described at, so small appearances match too."""
+    frame_oversampling: float = 3.0
+    """A frame's detector finds this many times frame_features corners; the grid spreading keeps the best."""
     grid_cells: int = 8
     """Keypoints are spread over a grid of this many cells per side."""
     contrast_clip: float = 0.01
@@ -38,7 +40,7 @@ class MatcherSettings:
     """A reference whose quality (0-1, keypoint amount x coverage) is below this is refused."""
 
     # Search
-    candidates: int = 6
+    candidates: int = 5
     """How many shortlisted references go to geometric verification."""
     neighbours: int = 4
     """Nearest neighbours fetched per frame descriptor."""
@@ -46,7 +48,7 @@ class MatcherSettings:
     """Lowe's ratio test: best match distance / best distance in another item."""
     max_hamming: int = 80
     """Descriptor pairs further apart than this never count as matches."""
-    ivf_probe: int = 12
+    ivf_probe: int = 6
     """Inverted lists searched per descriptor."""
     same_spot_fraction: float = 0.02
     """Reference keypoints this close (fraction of the longer side) count as one spot in the ratio test."""
@@ -64,6 +66,14 @@ class MatcherSettings:
     """Longest over shortest side of the projected outline."""
     min_inlier_spread: float = 0.08
     """Inliers must cover at least this fraction of the reference (bounding box)."""
+    refine_radii_px: tuple[float, ...] = (8.0, 4.0)
+    """Guided matching after RANSAC: search radius (frame px) of each refit round; () turns refitting off."""
+    refine_max_hamming: int = 64
+    """Guided pairs further apart than this in descriptor space are ignored."""
+    min_seed_inliers: int = 8
+    """A homography with fewer distinct RANSAC inliers than min_inliers, but at least this many, gets a second chance..."""
+    min_guided_inliers: int = 24
+    """...and is kept if guided matching finds at least this many keypoint pairs agreeing with it."""
 
     # Tracking between recognitions (camera streams)
     recognize_every: int = 10

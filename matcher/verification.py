@@ -17,6 +17,7 @@ from matcher.settings import MatcherSettings
 
 _RANSAC_ITERATIONS = 2000
 _RANSAC_CONFIDENCE = 0.995
+_POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.int32)
 
 
 def reference_corners(width: int, height: int) -> np.ndarray:
@@ -79,11 +80,12 @@ def verify(
         return None
     inlier_mask = mask.ravel().astype(bool)
     inliers = int(inlier_mask.sum())
-    if inliers < settings.min_inliers or inliers < settings.min_inlier_ratio * n:
-        return None
     # One frame keypoint explaining several inliers is one piece of evidence, not several.
     distinct = len(np.unique(correspondences.frame_indices[inlier_mask]))
-    if distinct < settings.min_inliers:
+    # Few RANSAC inliers may still be a true sighting (blur, low light, a far poster): such a
+    # homography is kept only if guided matching then finds many more pairs that agree with it.
+    weak = inliers < settings.min_inliers or inliers < settings.min_inlier_ratio * n or distinct < settings.min_inliers
+    if weak and (distinct < settings.min_seed_inliers or not settings.refine_radii_px):
         return None
     ref_w, ref_h = reference.features.width, reference.features.height
     spread = np.ptp(src[inlier_mask], axis=0)
@@ -91,8 +93,104 @@ def verify(
         return None
     if not plausible_outline(H, ref_w, ref_h, frame.width, frame.height, settings):
         return None
+    refined = refine(H, frame, reference, settings)
+    if refined is not None:
+        if weak and refined[1] < settings.min_guided_inliers:
+            return None
+        H, distinct = refined[0], max(distinct, refined[1])
+    elif weak:
+        return None
     score = distinct / (distinct + 2.0 * settings.min_inliers)
     return H, distinct, round(float(score), 3)
+
+
+def guided_pairs(
+    H: np.ndarray, frame: Features, reference: Features, radius: float, max_hamming: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and frame indices of one-to-one pairs that H brings within `radius` px.
+
+    Each reference keypoint is projected into the frame and paired with the
+    frame keypoint of most similar descriptor among those near its projection;
+    a frame keypoint keeps only its most similar reference keypoint.
+    """
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if len(frame) == 0 or len(reference) == 0:
+        return empty
+    projected, w = project(H, reference.points)
+    inside = (w > 1e-6) & np.all(np.isfinite(projected), axis=1)
+    inside &= (projected[:, 0] > -radius) & (projected[:, 0] < frame.width + radius)
+    inside &= (projected[:, 1] > -radius) & (projected[:, 1] < frame.height + radius)
+    ref_idx = np.nonzero(inside)[0]
+    if ref_idx.size == 0:
+        return empty
+    # Bucket frame keypoints on a grid of `radius` cells; a projection looks in its 3x3 block.
+    columns = int(frame.width / radius) + 3
+    cell_of = np.floor(frame.points / radius).astype(np.int64) + 1
+    keys = cell_of[:, 1] * columns + cell_of[:, 0]
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    pcell = np.floor(projected[ref_idx] / radius).astype(np.int64) + 1
+    pkey = pcell[:, 1] * columns + pcell[:, 0]
+    offsets = np.array([dy * columns + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1)], np.int64)
+    queries = (pkey[:, None] + offsets[None, :]).ravel()
+    starts = np.searchsorted(sorted_keys, queries, side="left")
+    ends = np.searchsorted(sorted_keys, queries, side="right")
+    counts = ends - starts
+    total = int(counts.sum())
+    if total == 0:
+        return empty
+    query_of = np.repeat(np.arange(queries.size), counts)
+    within = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    f = order[starts[query_of] + within]
+    r = ref_idx[query_of // offsets.size]
+    d2 = np.sum((projected[r] - frame.points[f]) ** 2, axis=1)
+    near = d2 <= radius * radius
+    f, r, d2 = f[near], r[near], d2[near]
+    hamming = _POPCOUNT[reference.descriptors[r] ^ frame.descriptors[f]].sum(axis=1)
+    good = hamming <= max_hamming
+    f, r, d2, hamming = f[good], r[good], d2[good], hamming[good]
+    if f.size == 0:
+        return empty
+    # Most similar first; keep each reference keypoint's and then each frame keypoint's first pair.
+    best = np.lexsort((d2, hamming))
+    f, r = f[best], r[best]
+    _, first_r = np.unique(r, return_index=True)
+    f, r = f[first_r], r[first_r]
+    hamming = hamming[best][first_r]
+    again = np.lexsort((hamming,))
+    f, r = f[again], r[again]
+    _, first_f = np.unique(f, return_index=True)
+    return r[first_f].astype(np.int64), f[first_f].astype(np.int64)
+
+
+def refine(
+    H: np.ndarray, frame: Features, reference: Reference, settings: MatcherSettings
+) -> tuple[np.ndarray, int] | None:
+    """A homography refitted on every keypoint pair a first H explains, and the pair count.
+
+    RANSAC's H rests on the matches that passed the ratio test, often bunched
+    on a few textured spots, so the corners far from them drift. Guided matching
+    pairs every reference keypoint with a frame keypoint near where H puts it,
+    and the least-squares refit over those many, well-spread pairs pins the
+    corners down. None when too few pairs are found (H is kept).
+    """
+    current = H
+    count = 0
+    for radius in settings.refine_radii_px:
+        r, f = guided_pairs(current, frame, reference.features, radius, settings.refine_max_hamming)
+        if len(r) < max(8, settings.min_inliers):
+            break
+        src = reference.features.points[r].astype(np.float32)
+        dst = frame.points[f].astype(np.float32)
+        fitted, _ = cv2.findHomography(src, dst, 0)
+        if fitted is None or not np.all(np.isfinite(fitted)):
+            break
+        current, count = fitted, len(r)
+    if count == 0:
+        return None
+    if not plausible_outline(current, reference.features.width, reference.features.height, frame.width, frame.height, settings):
+        return None
+    return current, count
 
 
 def to_match(

@@ -30,6 +30,7 @@ import faiss
 import msgpack
 
 from matcher.decode import ImageError, thumbnail_jpeg
+from matcher.index import release_free_memory
 from matcher.model import Features
 from matcher.process_name import WORKER, set_process_name
 from matcher.recognizer import PoorReference, Recognizer, UnknownCollection, describe_reference_image
@@ -60,11 +61,13 @@ class CollectionFollower:
         self.position = self.store.last_change()
         for summary in self.store.collections():
             self.recognizer.load(summary.name, list(self.store.references(summary.name)))
+            release_free_memory()  # the references just read are garbage now
 
     def load(self, collection: str) -> None:
         """Load one collection if the store has it (it stays unknown otherwise)."""
         if self.store.has_collection(collection):
             self.recognizer.load(collection, list(self.store.references(collection)))
+            release_free_memory()
 
     def start(self) -> None:
         self._thread.start()

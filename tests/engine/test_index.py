@@ -1,0 +1,81 @@
+"""The descriptor index keeps what it is given through adds, removals and rebuilds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from matcher.index import DescriptorIndex, InvertedFileIndex
+from matcher.model import Features, Reference
+from matcher.settings import MatcherSettings
+
+IMPLEMENTATIONS = [InvertedFileIndex]
+
+
+def _reference(item: str, rng: np.random.Generator, n: int = 300) -> Reference:
+    points = rng.uniform(0, 400, (n, 2)).astype(np.float32)
+    descriptors = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    return Reference(item, item.upper(), {"n": n}, Features(points, descriptors, 400, 300))
+
+
+def _same(a: Reference | None, b: Reference) -> bool:
+    return (
+        a is not None
+        and a.item == b.item
+        and a.name == b.name
+        and a.metadata == b.metadata
+        and np.array_equal(a.features.points, b.features.points)
+        and np.array_equal(a.features.descriptors, b.features.descriptors)
+    )
+
+
+@pytest.mark.parametrize("make_index", IMPLEMENTATIONS)
+def test_references_read_back_unchanged_after_adds_removals_and_rebuilds(make_index: type[DescriptorIndex]) -> None:
+    rng = np.random.default_rng(3)
+    refs = {f"r{i:03d}": _reference(f"r{i:03d}", rng) for i in range(60)}  # 18,000 descriptors: inverted file
+    index = make_index()
+    if isinstance(index, InvertedFileIndex):
+        index.bulk_load(list(refs.values())[:30])
+        for ref in list(refs.values())[30:]:
+            index.add(ref)
+    else:
+        for ref in refs.values():
+            index.add(ref)
+    for i in [i for i in range(60) if i % 3]:  # removals past half of the rows trigger a compaction
+        index.remove(f"r{i:03d}")
+        del refs[f"r{i:03d}"]
+    replaced = _reference("r001", rng, 200)
+    index.add(replaced)
+    refs["r001"] = replaced
+    assert len(index) == len(refs)
+    assert index.reference("r002") is None
+    for item, ref in refs.items():
+        assert _same(index.reference(item), ref), item
+
+
+@pytest.mark.parametrize("make_index", IMPLEMENTATIONS)
+def test_a_reference_is_shortlisted_from_its_own_descriptors_only_while_present(make_index: type[DescriptorIndex]) -> None:
+    rng = np.random.default_rng(4)
+    refs = [_reference(f"r{i:03d}", rng) for i in range(30)]
+    index = make_index()
+    for ref in refs:
+        index.add(ref)
+    settings = MatcherSettings()
+    query = refs[7].features.descriptors[:100]
+    assert [c.item for c in index.shortlist(query, settings)][:1] == ["r007"]
+    index.remove("r007")
+    assert "r007" not in [c.item for c in index.shortlist(query, settings)]
+
+
+@pytest.mark.parametrize("make_index", IMPLEMENTATIONS)
+@pytest.mark.parametrize("others", [0, 40], ids=["exact", "inverted-file"])
+def test_a_reference_put_again_is_still_found_by_all_its_descriptors(make_index: type[DescriptorIndex], others: int) -> None:
+    rng = np.random.default_rng(5)
+    index = make_index()
+    for i in range(others):
+        index.add(_reference(f"o{i:03d}", rng))
+    ref = _reference("again", rng)
+    for _ in range(4):  # a worker replaying the change log puts the same reference several times
+        index.add(ref)
+    found = {c.item: len(c.frame_indices) for c in index.shortlist(ref.features.descriptors, MatcherSettings())}
+    assert found.get("again", 0) >= 0.9 * len(ref.features)
