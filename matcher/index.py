@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import abc
 import ctypes
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,8 @@ import numpy as np
 
 from matcher.model import DESCRIPTOR_BYTES, Correspondences, Features, Reference
 from matcher.settings import MatcherSettings
+
+log = logging.getLogger("catchlight.index")
 
 _EXACT_BELOW = 4_000  # descriptors: below this an exact search is as fast as any
 _RETRAIN_GROWTH = 4.0  # retrain the partition once the index grew this much since training
@@ -66,6 +70,11 @@ class _Held:
     first_row: int
 
 
+_INDEX_STATE = (
+    "_held", "_first_rows", "_item_of_slot", "_slot_of", "_live_rows", "_live_mask", "_trained_for", "_index",
+)  # fmt: skip
+
+
 class InvertedFileIndex(DescriptorIndex):
     """Every descriptor is held once, in FAISS, as row `first_row + i` of its reference.
 
@@ -87,6 +96,11 @@ class InvertedFileIndex(DescriptorIndex):
         """Exact index only: False for rows of removed references (None: all rows live)."""
         self._trained_for = 0
         self._index: faiss.IndexBinary = faiss.IndexBinaryFlat(DESCRIPTOR_BYTES * 8)
+        self._journal: list[tuple[str, Reference | str]] | None = None
+        """Changes made while a background rebuild runs (None: no rebuild running)."""
+
+    background_rebuilds = True
+    """Retrain in a background thread (workers) or in the calling thread (bulk tools)."""
 
     # -- building -----------------------------------------------------------
 
@@ -100,15 +114,56 @@ class InvertedFileIndex(DescriptorIndex):
             if reference.item in self._held:
                 self._remove_locked(reference.item)
             self._append(reference)
-            if self._needs_rebuild():
-                self._rebuild(self._all_references())
+            if self._journal is not None:
+                self._journal.append(("add", reference))
+            self._maybe_rebuild()
 
     def remove(self, item: str) -> None:
         with self._lock:
             if item in self._held:
                 self._remove_locked(item)
-                if self._needs_rebuild():
-                    self._rebuild(self._all_references())
+                if self._journal is not None:
+                    self._journal.append(("remove", item))
+                self._maybe_rebuild()
+
+    def _maybe_rebuild(self) -> None:
+        """Retrain when the index outgrew its partition: in the background, so that a change
+        (and every change after it) reaches recognition at once instead of after the training."""
+        if self._journal is not None or not self._needs_rebuild():
+            return
+        if not self.background_rebuilds:
+            self._rebuild(self._all_references())
+            return
+        snapshot = self._all_references()
+        self._journal = []
+        threading.Thread(target=self._rebuild_in_background, args=(snapshot,), name="index-rebuild", daemon=True).start()
+
+    def _rebuild_in_background(self, snapshot: list[Reference]) -> None:
+        fresh = InvertedFileIndex()
+        fresh.background_rebuilds = False
+        try:
+            fresh._rebuild(snapshot)
+        except Exception:
+            log.exception("rebuilding an index failed; the current one stays in use")
+            with self._lock:
+                self._journal = None
+            return
+        with self._lock:
+            # Changes made while the new index was built go to it too, in order; then it takes over.
+            for op, change in self._journal or []:
+                if op == "add":
+                    fresh.add(change)  # type: ignore[arg-type]
+                else:
+                    fresh.remove(change)  # type: ignore[arg-type]
+            self._journal = None
+            for name in _INDEX_STATE:
+                setattr(self, name, getattr(fresh, name))
+
+    def wait_for_rebuild(self, timeout: float = 600.0) -> None:
+        """Block until a background rebuild (if any) has taken over (for tools and tests)."""
+        deadline = time.monotonic() + timeout
+        while self._journal is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _remove_locked(self, item: str) -> None:
         held = self._held.pop(item)
