@@ -31,6 +31,8 @@ from matcher.model import DESCRIPTOR_BYTES, Features, Reference
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ITEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CHANGE_LOG_LENGTH = 100_000
+CHANGE_BATCH = 1000
+"""Changes read from the log at a time."""
 
 
 class StoreError(Exception):
@@ -189,7 +191,12 @@ class CollectionStore(abc.ABC):
     def last_change(self) -> str: ...
 
     @abc.abstractmethod
-    def changes_after(self, change_id: str, block_ms: int) -> list[Change]: ...
+    def first_change(self) -> str:
+        """Id of the oldest change still in the log ("0-0" when the log is empty)."""
+
+    @abc.abstractmethod
+    def changes_after(self, change_id: str, block_ms: int | None) -> list[Change]:
+        """Changes after `change_id`, waiting up to `block_ms` for one (None: do not wait)."""
 
 
 class RedisCollectionStore(CollectionStore):
@@ -449,8 +456,12 @@ class RedisCollectionStore(CollectionStore):
         entries = self._run(self.redis.xrevrange, self._k_changes(), "+", "-", 1)
         return entries[0][0].decode() if entries else "0-0"
 
-    def changes_after(self, change_id: str, block_ms: int) -> list[Change]:
-        reply = self._run(self.redis.xread, {self._k_changes(): change_id}, 1000, block_ms)
+    def first_change(self) -> str:
+        entries = self._run(self.redis.xrange, self._k_changes(), "-", "+", 1)
+        return entries[0][0].decode() if entries else "0-0"
+
+    def changes_after(self, change_id: str, block_ms: int | None) -> list[Change]:
+        reply = self._run(self.redis.xread, {self._k_changes(): change_id}, CHANGE_BATCH, block_ms)
         changes = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
@@ -463,6 +474,12 @@ class RedisCollectionStore(CollectionStore):
                     )
                 )
         return changes
+
+
+def change_order(change_id: str) -> tuple[int, int]:
+    """A change log id ("<ms>-<seq>") as a tuple that sorts like the log."""
+    ms, _, seq = change_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _text(value: bytes | str) -> str:
