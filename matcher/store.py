@@ -27,6 +27,7 @@ import numpy as np
 import redis
 
 from matcher.model import DESCRIPTOR_BYTES, Features, Reference
+from matcher.redis_client import connect
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ITEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -200,14 +201,19 @@ class CollectionStore(abc.ABC):
 
 
 class RedisCollectionStore(CollectionStore):
-    def __init__(self, client: redis.Redis, prefix: str = "cl") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "cl", min_replicas: int = 0, replica_timeout: float = 2.0) -> None:
         self.redis = client
         self.prefix = prefix
+        self.min_replicas = min_replicas
+        """Replicas that must hold a change before it is acknowledged (0: the primary's word is enough)."""
+        self.replica_timeout = replica_timeout
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "cl", timeout: float = 5.0) -> RedisCollectionStore:
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        return cls(client, prefix)
+    def from_url(
+        cls, url: str, prefix: str = "cl", timeout: float = 5.0, min_replicas: int = 0, replica_timeout: float = 2.0
+    ) -> RedisCollectionStore:
+        """A store at `url` (see matcher.redis_client) confirming each change on `min_replicas` replicas."""
+        return cls(connect(url, timeout), prefix, min_replicas, replica_timeout)
 
     # -- keys ---------------------------------------------------------------
 
@@ -234,6 +240,25 @@ class RedisCollectionStore(CollectionStore):
             maxlen=CHANGE_LOG_LENGTH,
             approximate=True,
         )
+
+    def _replicated(self) -> None:
+        """Return once `min_replicas` replicas hold every change made so far; StoreUnavailable if they don't in time.
+
+        WAIT counts the replicas that have the calling connection's last write. The change
+        went through another pooled connection, so this one writes a marker first: the
+        replication stream is ordered, so a replica holding the marker holds the change.
+        """
+        if self.min_replicas <= 0:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(f"{self.prefix}:replication-marker")
+            pipe.wait(self.min_replicas, int(self.replica_timeout * 1000))
+            _, acknowledged = pipe.execute()
+        if int(acknowledged) < self.min_replicas:
+            raise StoreUnavailable(
+                f"the change was stored on the primary but only {acknowledged} of {self.min_replicas} replica(s) "
+                f"confirmed it within {self.replica_timeout} s; it may be lost in a failover, so retry it"
+            )
 
     def _run(self, fn: Any, *args: Any) -> Any:
         try:
@@ -278,6 +303,7 @@ class RedisCollectionStore(CollectionStore):
                 pipe.sadd(self._k_collections(), collection)
                 self._log(pipe, collection, item, "put")
                 pipe.execute()
+            self._replicated()
 
         self._run(write)
         return record
@@ -316,6 +342,7 @@ class RedisCollectionStore(CollectionStore):
                         continue
 
         result: Item = self._run(update)
+        self._run(self._replicated)
         return result
 
     def delete_item(self, collection: str, item: str) -> None:
@@ -329,6 +356,7 @@ class RedisCollectionStore(CollectionStore):
                 deleted, *_ = pipe.execute()
             if not deleted:
                 raise NotFound(f"no item {item} in collection {collection}")
+            self._replicated()
 
         self._run(delete)
 
@@ -387,6 +415,7 @@ class RedisCollectionStore(CollectionStore):
                 pipe.sadd(self._k_collections(), collection)
                 self._log(pipe, collection, "", "create")
                 added, *_ = pipe.execute()
+            self._replicated()
             return bool(added)
 
         result: bool = self._run(create)
@@ -406,6 +435,7 @@ class RedisCollectionStore(CollectionStore):
                 removed, *_ = pipe.execute()
             if not removed:
                 raise NotFound(f"no collection {collection}")
+            self._replicated()
 
         self._run(drop)
 
