@@ -3,6 +3,7 @@
 Addresses are strings so they pass unchanged to worker processes:
   redis://host:6379/0                                   one server
   redis+sentinel://s1:26379,s2:26379,s3:26379/NAME/0    the primary that Sentinel knows as NAME
+  redis+sentinel://:PASSWORD@s1:26379,s2:26379/NAME/0   ... whose data nodes ask for a password (requirepass)
 
 A Sentinel client asks the sentinels for the current primary on every new
 connection, so after a failover the next command reaches the new primary; while
@@ -12,7 +13,7 @@ the stores turn into StoreUnavailable.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.sentinel import Sentinel
@@ -29,7 +30,7 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
     """(sentinel addresses, master name, db) of a redis+sentinel:// address."""
     parts = urlsplit(url)
     hosts = []
-    for address in parts.netloc.split(","):
+    for address in parts.netloc.rpartition("@")[2].split(","):
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"sentinel address {address!r} in {url!r} is not host:port")
@@ -45,13 +46,16 @@ def connect(url: str, timeout: float = 5.0) -> redis.Redis:
     """A client for `url` (redis://, rediss://, unix:// or redis+sentinel://)."""
     if url.startswith(SENTINEL_SCHEME + "://"):
         hosts, master, db = parse_sentinel_url(url)
+        password = unquote(urlsplit(url).password or "") or None
         sentinel = Sentinel(
             hosts,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             sentinel_kwargs={"socket_timeout": min(timeout, 1.0), "socket_connect_timeout": min(timeout, 1.0)},
         )
-        client: redis.Redis = sentinel.master_for(master, db=db, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client: redis.Redis = sentinel.master_for(
+            master, db=db, password=password, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
         return client
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 

@@ -30,6 +30,8 @@ def features() -> Features:
 def test_sentinel_addresses_round_trip() -> None:
     url = sentinel_url(["10.0.0.1:26379", "10.0.0.2:26380"], "catchlight", 2)
     assert parse_sentinel_url(url) == ([("10.0.0.1", 26379), ("10.0.0.2", 26380)], "catchlight", 2)
+    with_password = "redis+sentinel://:s3cret@10.0.0.1:26379/catchlight/0"
+    assert parse_sentinel_url(with_password) == ([("10.0.0.1", 26379)], "catchlight", 0)
 
 
 def test_changes_confirmed_by_a_replica_survive_killing_the_primary(replicated: ReplicatedStore) -> None:
