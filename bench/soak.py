@@ -24,6 +24,7 @@ import msgpack
 import psutil
 from websockets.sync.client import connect
 
+from matcher.process_name import WORKER
 from tests.conftest import RunningServer
 from tests.frames import composite
 from tests.images import photo_bytes
@@ -80,7 +81,7 @@ def stream_worker(server: RunningServer, frames: list[bytes], bad_share: float, 
 
 def sample(server: RunningServer) -> dict[str, float]:
     process = psutil.Process(server.pid)
-    workers = [c for c in process.children() if any("spawn_main" in p for p in c.cmdline())]
+    workers = [c for c in process.children() if c.name() == WORKER]
     return {
         "rss_mb": process.memory_info().rss / 2**20,
         "fds": process.num_fds(),

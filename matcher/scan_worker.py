@@ -25,6 +25,7 @@ import cv2
 import faiss
 
 from matcher.decode import frame_from_array
+from matcher.process_name import SCANS, set_process_name
 from matcher.recognizer import Recognizer
 from matcher.scan_store import ScanJob, ScanNotFound, ScanRecord, ScanStore
 from matcher.settings import MatcherSettings
@@ -175,6 +176,7 @@ def _abandoned_by_cli(record: ScanRecord) -> bool:
 
 def run_runner(settings: MatcherSettings, redis_url: str, prefix: str, runner: str, webhook_url: str) -> None:
     """Entry point of the scan process: resume unfinished scans, then take queued ones until the server goes."""
+    set_process_name(SCANS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s scans[{os.getpid()}] %(levelname)s %(message)s")
     try:

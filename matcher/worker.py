@@ -28,6 +28,7 @@ import msgpack
 
 from matcher.decode import ImageError, thumbnail_jpeg
 from matcher.model import Features
+from matcher.process_name import WORKER, set_process_name
 from matcher.recognizer import PoorReference, Recognizer, UnknownCollection, describe_reference_image
 from matcher.settings import MatcherSettings
 from matcher.store import CHANGE_BATCH, CollectionStore, RedisCollectionStore, StoreError, change_order, pack_features
@@ -250,6 +251,7 @@ def handle(request: dict[str, Any], recognizer: Recognizer, follower: Collection
 
 def run(conn: Connection, settings: MatcherSettings, redis_url: str, prefix: str) -> None:
     """Entry point of a worker process."""
+    set_process_name(WORKER)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s")
     cv2.setNumThreads(1)

@@ -12,7 +12,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from bench.scenes import corner_error
-from tests.conftest import RunningServer, wait_until
+from tests.conftest import RunningServer
 from tests.frames import REFERENCES, UNRELATED, WELL_TEXTURED, composite, plain
 from tests.images import photo, photo_bytes
 
@@ -166,24 +166,29 @@ def test_item_added_while_streaming_is_found_within_a_second_and_deleted_stops_b
         receive(ws)  # hello
         frame_ids = iter(range(1, 10_000))
 
-        def names_seen() -> set[str]:
-            reply = recognize_over_stream(ws, next(frame_ids), image)
-            return {item["name"] for item in reply["items"]}
+        def seen_in_frames_sent_after(deadline: float, present: bool) -> None:
+            """Stream until a frame sent after `deadline` has been answered; every such frame
+            must show the item (or not). Frames sent earlier may go either way: a frame is
+            judged by when it left the camera, so slow processing on a busy machine does not
+            count against the change's propagation."""
+            judged = 0
+            while judged < 3:
+                sent = time.monotonic()
+                reply = recognize_over_stream(ws, next(frame_ids), image)
+                if sent >= deadline:
+                    assert ("coffee" in {i["name"] for i in reply["items"]}) == present
+                    judged += 1
 
-        assert names_seen() == set()
+        first = recognize_over_stream(ws, next(frame_ids), image)
+        assert first["items"] == []
         added = api.post(
             "/v1/collections/live/items", files={"image": ("c", photo_bytes("coffee.png"))}, data={"name": "coffee"}
         )
         assert added.status_code == 201
-        acknowledged = time.monotonic()
-        wait_until(lambda: "coffee" in names_seen(), timeout=1.0, interval=0)
-        latency = time.monotonic() - acknowledged
-        assert latency < 1.0
+        seen_in_frames_sent_after(time.monotonic() + 1.0, present=True)
 
         assert api.delete(f"/v1/collections/live/items/{added.json()['item']}").status_code == 204
-        wait_until(lambda: "coffee" not in names_seen(), timeout=1.0, interval=0)
-        for _ in range(5):
-            assert "coffee" not in names_seen()
+        seen_in_frames_sent_after(time.monotonic() + 1.0, present=False)
 
 
 def test_collection_survives_a_restart(start_server) -> None:  # type: ignore[no-untyped-def]

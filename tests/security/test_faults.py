@@ -16,6 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from matcher.process_name import WORKER
 from tests.conftest import EmbeddedStoreControl, RunningServer, wait_until
 from tests.frames import composite
 from tests.images import photo_bytes
@@ -67,7 +68,7 @@ def worker_pids(server: RunningServer) -> set[int]:
     return {
         child.pid
         for child in psutil.Process(server.pid).children()
-        if any("spawn_main" in part for part in child.cmdline())
+        if child.name() == WORKER
     }
 
 
