@@ -276,12 +276,16 @@ def extrapolate(rows: dict, total: int = 1_000_000) -> list[dict]:
     """Shards of each measured size covering `total` references: per-shard latency (measured) and memory (bytes/ref × size)."""
     plan = []
     sizes = sorted(int(s) for s in rows)
-    # search time grows about linearly with the shard (the probed cells hold size/nlist entries each): fit a + b·size
-    b, a = np.polyfit(sizes, [rows[str(s)]["search_ms_p50"] for s in sizes], 1)
+    # The inverted file has 2·sqrt(descriptors) cells and probes a fixed number of them, so a query
+    # descriptor costs ~sqrt(N) (quantizer) + ~sqrt(N) (entries in the probed cells): fit c·sqrt(N),
+    # one parameter, least squares over the measured sizes.
+    roots = np.sqrt(np.array(sizes, dtype=float))
+    measured = np.array([rows[str(s)]["search_ms_p50"] for s in sizes])
+    c = float((measured * roots).sum() / (roots * roots).sum())
     bytes_per_ref = statistics.median(rows[str(s)]["bytes_per_reference"] for s in sizes)
     other_ms = statistics.median(rows[str(s)]["match_ms_p50"] - rows[str(s)]["search_ms_p50"] for s in sizes)
     for shard in (25_000, 50_000, 100_000, 250_000):
-        search = a + b * shard
+        search = c * float(np.sqrt(shard))
         plan.append({
             "shard_size": shard, "shards": -(-total // shard),
             "search_ms": search, "frame_ms": search + other_ms,
@@ -344,8 +348,9 @@ def write(report: dict, out: Path) -> None:
                      f"{row['match_ms_p50']:.1f} / {row['match_ms_p95']:.1f} | {row['bytes_per_reference']:,.0f} |")  # fmt: skip
     lines += [
         "",
-        "Extrapolated to 1,000,000 references (search time fitted as a + b·N over the measured sizes; the rest of a frame — "
-        "decode, features, verification — does not depend on N; memory = bytes per reference × N, per worker):",
+        "Extrapolated to 1,000,000 references. The inverted file has 2·√(descriptors) cells and probes a fixed number, so "
+        "search time per shard is fitted as c·√N (one parameter, least squares over the measured sizes); the rest of a frame "
+        "(decode, features, verification) does not depend on N; memory = median bytes per reference × N, per worker process:",
         "",
         "| shard size | shards for 1M | search per shard (ms) | frame per shard (ms) | memory per worker (GB) |",
         "| --- | --- | --- | --- | --- |",
@@ -360,33 +365,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--shard-sizes", type=int, nargs="*", default=None)
+    parser.add_argument("--resume", action="store_true", help="keep the sections already in <out>/cluster.json")
     args = parser.parse_args(argv)
+    # One OpenCV/FAISS thread here too: the shard processes are forked from this one, and a
+    # forked child deadlocks in a thread pool its parent had started.
+    cv2.setNumThreads(1)
+    faiss.omp_set_num_threads(1)
     settings = MatcherSettings()
     collection = dataset.build_collection(1000, settings)
     references = collection.references(len(collection.specs))
     backgrounds = [cv2.imread(p, cv2.IMREAD_COLOR) for p in dataset.background_paths()]
     pool = [(s.item, s.kind, dataset.render(s)) for s in collection.specs[:100]]
     frames = [f.data for f in queries.make_frames(7, 10 if args.quick else 20, pool, backgrounds, levels=("easy", "moderate"))]
+    saved = args.out / "cluster.json"
+    previous = json.loads(saved.read_text()) if args.resume and saved.exists() else {}
     report: dict = {
+        **previous,
         "quick": args.quick,
         "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}, OpenCV {cv2.__version__}",
         "references": len(references),
         "shard_frames": len(frames),
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp)
-        print("capacity...", flush=True)
-        report["capacity"] = node_capacity(base / "capacity", references, frames, 10 if args.quick else 30, streams=4)
-        print(report["capacity"], flush=True)
-        print("propagation...", flush=True)
-        report["propagation"] = propagation(base / "propagation", 30 if args.quick else 100)
-        print(report["propagation"], flush=True)
-        print("failover...", flush=True)
-        report["failover"] = failover(base / "failover", 1 if args.quick else 3)
-        print(report["failover"], flush=True)
-    print("shards...", flush=True)
-    sizes = args.shard_sizes or ([2_000, 5_000] if args.quick else [5_000, 10_000, 20_000])
-    report["shards"] = shards(references, frames, sizes)
+    args.out.mkdir(parents=True, exist_ok=True)
+    sections = {
+        "capacity": lambda base: node_capacity(base / "capacity", references, frames, 10 if args.quick else 30, streams=4),
+        "propagation": lambda base: propagation(base / "propagation", 30 if args.quick else 100),
+        "failover": lambda base: failover(base / "failover", 1 if args.quick else 3),
+        "shards": lambda base: shards(
+            references, frames, args.shard_sizes or ([2_000, 5_000] if args.quick else [5_000, 10_000, 20_000])
+        ),
+    }
+    for name, measure in sections.items():
+        if name in report:
+            continue
+        print(f"{name}...", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            report[name] = measure(Path(tmp))
+        print(report[name], flush=True)
+        saved.write_text(json.dumps(report, indent=1))  # a later section failing keeps this one
     report["plan"] = extrapolate(report["shards"])
     write(report, args.out)
     print((args.out / "cluster.md").read_text())
