@@ -304,6 +304,7 @@ def write(report: dict, out: Path) -> None:
         f"`PYTHONPATH=. .venv/bin/python -m bench.cluster{' --quick' if report['quick'] else ''}` on {report['machine']}.",
         "Real nodes (`python -m server`), real valkey-servers, loopback; the machine's cores are shared by every process.",
         "",
+        *([f"Conditions: {report['conditions']}", ""] if report.get("conditions") else []),
         "## Per-node capacity",
         "",
         f"One node, {c['workers']} matcher workers (one per core), {report['references']} references (bench/dataset.py), "
@@ -380,6 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     saved = args.out / "cluster.json"
     previous = json.loads(saved.read_text()) if args.resume and saved.exists() else {}
     report: dict = {
+        "conditions": f"load average {os.getloadavg()[0]:.1f} at the start on {os.cpu_count()} cores",
         **previous,
         "quick": args.quick,
         "machine": f"{os.cpu_count()} cores, Python {platform.python_version()}, OpenCV {cv2.__version__}",
