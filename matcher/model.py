@@ -66,6 +66,8 @@ class Match:
     """9 floats, row-major, reference pixels -> frame pixels."""
     score: float
     inliers: int
+    tracked: bool = False
+    """True when the item was followed by optical flow from an earlier frame, not recognized in this one."""
     inlier_points: list[list[float]] | None = None
     """Frame positions of the inliers, in full-frame pixels; only when asked for (it is bulky)."""
 
@@ -78,6 +80,7 @@ class Match:
             "homography": self.homography,
             "score": self.score,
             "inliers": self.inliers,
+            "tracked": self.tracked,
         }
         if self.inlier_points is not None:
             wire["inlier_points"] = self.inlier_points

@@ -64,3 +64,29 @@ class MatcherSettings:
     """Longest over shortest side of the projected outline."""
     min_inlier_spread: float = 0.08
     """Inliers must cover at least this fraction of the reference (bounding box)."""
+
+    # Tracking between recognitions (camera streams)
+    recognize_every: int = 10
+    """While items are tracked, full recognition (re-verification, new items) runs on every Nth frame."""
+    track_points: int = 80
+    """Points followed by optical flow per tracked item."""
+    track_point_spacing_px: int = 8
+    """Smallest distance between tracked points, in working-frame pixels."""
+    track_min_points: int = 10
+    """A track with fewer agreeing points than this in a frame is not followed in that frame."""
+    track_reseed_fraction: float = 0.6
+    """Below this fraction of its points a track is re-verified by recognition and given fresh points."""
+    track_flow_check_px: float = 1.0
+    """Forward-backward optical flow error above which a point is dropped."""
+    track_ransac_px: float = 3.0
+    """RANSAC inlier threshold of the tracked homography, in working-frame pixels."""
+    track_agreement_px: float = 6.0
+    """Recognition and tracking poses this close (largest corner distance) are the same; else recognition wins."""
+    track_smoothing_px: float = 2.0
+    """Corner moves well below this are damped (still camera); larger ones are taken as they are."""
+    track_max_lost_frames: int = 4
+    """A track not followed for more frames than this (blur, occlusion, gone) is dropped."""
+    track_max_misses: int = 3
+    """A track not seen by this many recognitions in a row is dropped."""
+    max_tracked_streams: int = 256
+    """Streams whose tracking state a worker keeps; the least recently used beyond this is forgotten."""

@@ -2,8 +2,12 @@
 
 The server sends msgpack requests over a pipe, one at a time per worker:
   {"op": "recognize", "collection": str, "image": bytes, "inliers"?: bool}
+  {"op": "recognize", "collection": str, "image": bytes, "stream": int}
+                                              a camera stream's frame: tracked between recognitions
   {"op": "describe", "image": bytes}          features of a new reference + thumbnail
 and gets one msgpack reply each: {"ok": true, ...} or {"ok": false, "code", "message"}.
+One message gets no reply, so the server can send it at any time, even while a
+job runs: {"op": "forget_stream", "stream": int} (the stream closed or moved).
 
 A follower thread loads the collections from the store at start and then
 applies the store's change log as it grows, so an item added, changed or
@@ -30,6 +34,7 @@ from matcher.decode import ImageError, thumbnail_jpeg
 from matcher.model import Features
 from matcher.process_name import WORKER, set_process_name
 from matcher.recognizer import PoorReference, Recognizer, UnknownCollection, describe_reference_image
+from matcher.session import StreamSessions
 from matcher.settings import MatcherSettings
 from matcher.store import CHANGE_BATCH, CollectionStore, RedisCollectionStore, StoreError, change_order, pack_features
 
@@ -204,12 +209,18 @@ def _describe(request: dict[str, Any], settings: MatcherSettings) -> dict[str, A
     }
 
 
-def _recognize(request: dict[str, Any], recognizer: Recognizer, follower: CollectionFollower) -> dict[str, Any]:
+def _recognize(
+    request: dict[str, Any], recognizer: Recognizer, follower: CollectionFollower, sessions: StreamSessions | None
+) -> dict[str, Any]:
     collection = request["collection"]
     if not recognizer.has(collection):
         # Created a moment ago and not yet seen in the change log: read it now.
         follower.load(collection)
-    result = recognizer.recognize(collection, request["image"], bool(request.get("inliers")))
+    stream = request.get("stream")
+    if sessions is not None and isinstance(stream, int):
+        result = sessions.process(stream, collection, request["image"])
+    else:
+        result = recognizer.recognize(collection, request["image"], bool(request.get("inliers")))
     return {
         "ok": True,
         "width": result.width,
@@ -219,12 +230,17 @@ def _recognize(request: dict[str, Any], recognizer: Recognizer, follower: Collec
     }
 
 
-def handle(request: dict[str, Any], recognizer: Recognizer, follower: CollectionFollower) -> dict[str, Any]:
+def handle(
+    request: dict[str, Any],
+    recognizer: Recognizer,
+    follower: CollectionFollower,
+    sessions: StreamSessions | None = None,
+) -> dict[str, Any]:
     """Answer one request; every failure becomes an error reply with a code."""
     op = request.get("op")
     try:
         if op == "recognize":
-            return _recognize(request, recognizer, follower)
+            return _recognize(request, recognizer, follower, sessions)
         if op == "describe":
             return _describe(request, recognizer.settings)
         if op == "ping":
@@ -277,6 +293,7 @@ def run(conn: Connection, settings: MatcherSettings, redis_url: str, prefix: str
         except StoreError as exc:
             log.warning("waiting for the collection store: %s", exc)
             time.sleep(_RETRY_SECONDS)
+    sessions = StreamSessions(recognizer)
     send({"ok": True, "ready": True, "pid": os.getpid(), "collections": recognizer.collections()})
     follower.start()
     while True:
@@ -286,7 +303,10 @@ def run(conn: Connection, settings: MatcherSettings, redis_url: str, prefix: str
             break
         try:
             request = msgpack.unpackb(raw)
-            reply = handle(request, recognizer, follower)
+            if request.get("op") == "forget_stream":
+                sessions.forget(int(request["stream"]))
+                continue
+            reply = handle(request, recognizer, follower, sessions)
         except Exception as exc:
             reply = {"ok": False, "code": "bad_request", "message": str(exc)}
         try:

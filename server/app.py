@@ -59,6 +59,7 @@ def make_app(
         (r"/v1/recognize", api.RecognizeHandler),
         (r"/v1/openapi.json", api.OpenApiHandler, {"document": api.OpenApiHandler.load()}),
         (r"/v1/stream", stream.StreamHandler),
+        (r"/v1/streams", api.StreamsHandler),
         (r"/v1/scans", scan_handlers.ScansHandler),
         (r"/v1/scans/([^/]+)", scan_handlers.ScanHandler),
         (r"/scans", pages.ScansPage),

@@ -136,6 +136,16 @@ class WorkerPool:
                 return worker
         return None
 
+    def forget_stream(self, number: int, stream_id: int) -> None:
+        """Tell worker `number` to drop a stream's tracking state (no reply; safe while it works)."""
+        if number >= len(self.workers) or self._closing:
+            return
+        worker = self.workers[number]
+        try:
+            worker.conn.send_bytes(msgpack.packb({"op": "forget_stream", "stream": stream_id}))
+        except (BrokenPipeError, OSError):
+            pass  # a dead worker's state is gone anyway; _readable replaces it
+
     def run(self, worker: Worker, job: Job) -> None:
         """Hand a job to an idle worker; its future resolves with the worker's reply."""
         assert worker.idle

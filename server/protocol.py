@@ -119,8 +119,10 @@ def hello(collection: str, max_message_bytes: int, frame_max_side: int) -> dict[
     }
 
 
-def result(frame_id: int, reply: dict[str, Any], timing: dict[str, float]) -> dict[str, Any]:
-    return {
+def result(
+    frame_id: int, reply: dict[str, Any], timing: dict[str, float], stream: dict[str, int] | None = None
+) -> dict[str, Any]:
+    out = {
         "type": "result",
         "id": frame_id,
         "width": reply["width"],
@@ -128,6 +130,9 @@ def result(frame_id: int, reply: dict[str, Any], timing: dict[str, float]) -> di
         "items": reply["items"],
         "timing": timing,
     }
+    if stream is not None:
+        out["stream"] = stream  # frames received, processed and skipped on this connection so far
+    return out
 
 
 def skipped(frame_id: int) -> dict[str, Any]:

@@ -2,8 +2,16 @@
 
 Each stream holds at most one waiting frame; a newer frame replaces it and the
 replaced one is answered `skipped`, so a slow pool never builds a backlog and
-memory stays bounded by the number of streams. One-off HTTP jobs wait in one
-bounded queue that takes its turn like a stream.
+memory stays bounded by the number of streams. A stream keeps its place in the
+turn order when its frame is replaced, so a fast sender cannot crowd out the
+others. One-off HTTP jobs wait in one bounded queue that takes its turn like a
+stream, on any worker.
+
+Each stream is pinned to one worker, which keeps its tracking state
+(matcher/session.py). Streams are spread evenly: a new one goes to the worker
+with the fewest, and when a close leaves the workers uneven one stream moves
+(losing only its tracking state). A replaced worker keeps its number, so its
+streams stay pinned to the new process and start again from recognition.
 """
 
 from __future__ import annotations
@@ -26,13 +34,29 @@ class Stream:
 
     _ids = itertools.count(1)
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, collection: str = "") -> None:
         self.id = next(self._ids)
         self.scheduler = scheduler
+        self.collection = collection
+        self.opened = time.time()
+        self.worker: int | None = None
+        """Number of the worker this stream's frames go to (its tracking state lives there)."""
         self.pending: Job | None = None
         self.received = 0
         self.processed = 0
         self.skipped = 0
+
+    def counters(self) -> dict[str, int]:
+        return {"received": self.received, "processed": self.processed, "skipped": self.skipped}
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "stream": self.id,
+            "collection": self.collection,
+            "worker": self.worker,
+            "opened": round(self.opened, 3),
+            **self.counters(),
+        }
 
     def submit(self, request: dict[str, Any]) -> Job:
         """Queue a frame; its future gives the worker's reply, or None if a newer frame replaced it."""
@@ -69,9 +93,10 @@ class Scheduler:
     def attach(self, pool: WorkerPool) -> None:
         self.pool = pool
 
-    def open_stream(self) -> Stream:
-        stream = Stream(self)
+    def open_stream(self, collection: str = "") -> Stream:
+        stream = Stream(self, collection)
         self.streams[stream.id] = stream
+        stream.worker = self._least_loaded()
         return stream
 
     def forget(self, stream: Stream) -> None:
@@ -80,6 +105,41 @@ class Scheduler:
             self._ready.remove(stream)
         except ValueError:
             pass
+        if stream.worker is not None:
+            self._tell_worker(stream.worker, stream.id)
+        self._rebalance()
+
+    # -- pinning --------------------------------------------------------------
+
+    def _worker_count(self) -> int:
+        return len(self.pool.workers) if self.pool is not None else 0
+
+    def _loads(self) -> list[int]:
+        loads = [0] * self._worker_count()
+        for stream in self.streams.values():
+            if stream.worker is not None and stream.worker < len(loads):
+                loads[stream.worker] += 1
+        return loads
+
+    def _least_loaded(self) -> int | None:
+        loads = self._loads()
+        return loads.index(min(loads)) if loads else None
+
+    def _rebalance(self) -> None:
+        """Move one stream from the busiest worker to the idlest when they differ by more than one."""
+        loads = self._loads()
+        if not loads or max(loads) - min(loads) < 2:
+            return
+        busiest, idlest = loads.index(max(loads)), loads.index(min(loads))
+        for stream in reversed(list(self.streams.values())):  # the newest has the least state to lose
+            if stream.worker == busiest:
+                self._tell_worker(busiest, stream.id)
+                stream.worker = idlest
+                return
+
+    def _tell_worker(self, number: int, stream_id: int) -> None:
+        if self.pool is not None:
+            self.pool.forget_stream(number, stream_id)
 
     def submit_request(self, request: dict[str, Any]) -> Job:
         """Queue a one-off job (HTTP recognize, reference description)."""
@@ -99,24 +159,43 @@ class Scheduler:
         self.dispatch()
 
     def dispatch(self) -> None:
-        """Give every idle worker the next job in turn."""
+        """Give every idle worker the next job in turn: the first waiting stream pinned to it, or an HTTP job."""
         if self.pool is None:
             return
-        while self._ready:
-            worker = self.pool.idle_worker()
-            if worker is None:
-                return
-            turn = self._ready.popleft()
+        for worker in list(self.pool.workers):
+            while worker.idle and self._ready:
+                job = self._next_for(worker.number)
+                if job is None:
+                    break
+                self.pool.run(worker, job)
+
+    def _next_for(self, number: int) -> Job | None:
+        position = 0
+        while position < len(self._ready):
+            turn = self._ready[position]
             if turn is None:
+                del self._ready[position]
                 job = self._next_request()
                 if self._requests:
                     self._ready.append(None)
-            else:
-                job, turn.pending = turn.pending, None
                 if job is not None:
-                    turn.processed += 1
+                    return job
+                continue
+            if not self._usable(turn.worker):
+                # Its worker is gone or still starting (replaced after a crash): move on without waiting.
+                turn.worker = number
+            if turn.worker != number:
+                position += 1
+                continue
+            del self._ready[position]
+            job, turn.pending = turn.pending, None
             if job is not None:
-                self.pool.run(worker, job)
+                turn.processed += 1
+                return job
+        return None
+
+    def _usable(self, number: int | None) -> bool:
+        return number is not None and number < self._worker_count() and self.pool is not None and self.pool.workers[number].ready
 
     def _next_request(self) -> Job | None:
         while self._requests:

@@ -302,6 +302,8 @@ export class Overlay {
     group.dataset.item = card.dataset.item = item.item;
     group.dataset.frameId = card.dataset.frameId = frame.id;
     group.dataset.corners = JSON.stringify(item.corners);
+    // Followed by optical flow from an earlier frame (true) or recognized in this one (false).
+    group.dataset.tracked = card.dataset.tracked = item.tracked ? "true" : "false";
     if (!toBox) return;
     const [mediaW] = intrinsicSize(this.media);
     const toMedia = mediaW / frame.width;

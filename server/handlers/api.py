@@ -187,6 +187,13 @@ class HealthHandler(ApiHandler):
         self.send_json(body, code)
 
 
+class StreamsHandler(ApiHandler):
+    def get(self) -> None:
+        scheduler = self.application.settings["scheduler"]
+        pool = self.application.settings["pool"]
+        self.send_json({"streams": [s.to_wire() for s in scheduler.streams.values()], "workers": pool.size})
+
+
 class OpenApiHandler(ApiHandler):
     """docs/openapi.yaml as JSON. `load` runs once, in make_app, so a broken document stops start-up."""
 

@@ -149,7 +149,7 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
             self._close_with(protocol.TOO_MANY_STREAMS, message, CLOSE_TOO_MANY_STREAMS)
             return
         self._counted = True
-        self.stream = self.scheduler.open_stream()
+        self.stream = self.scheduler.open_stream(self.collection)
         hello = protocol.hello(self.collection, config.server.max_message_bytes, config.matcher.frame_max_side)
         self._send(hello, binary=True)
 
@@ -194,7 +194,9 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
             return
         if self.usage is not None:
             self.usage.count_frame(self.collection, token_of(self))
-        job = self.stream.submit({"op": "recognize", "collection": self.collection, "image": decoded.image})
+        job = self.stream.submit(
+            {"op": "recognize", "collection": self.collection, "image": decoded.image, "stream": self.stream.id}
+        )
         asyncio.ensure_future(self._answer(decoded.id, job, binary))
 
     async def _answer(self, frame_id: int, job: Job, binary: bool) -> None:
@@ -218,7 +220,8 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
             if self.usage is not None:
                 self.usage.count_frame_answered(spent["total_ms"] / 1000.0)
                 self.usage.count_result(self.collection, [m["item"] for m in reply["items"]], token_of(self))
-            self._send(protocol.result(frame_id, reply, spent), binary)
+            counters = self.stream.counters() if self.stream is not None else None
+            self._send(protocol.result(frame_id, reply, spent, counters), binary)
 
     def _send(self, message: dict[str, Any], binary: bool) -> None:
         if self.ws_connection is None or self.ws_connection.is_closing():

@@ -35,6 +35,8 @@ class FakeCamera:
     corners: np.ndarray
     """(N, 4, 2) float64: the reference's TL, TR, BR, BL in frame pixels for each of the N frames."""
     reference_size: tuple[int, int]
+    still_frames: int = 0
+    """The first frames hold the reference still (see make_fake_camera)."""
 
     def corners_between(self, first: int, last: int, steps: int = 4) -> list[np.ndarray]:
         """The reference's corners along its path from frame `first` to frame `last`, `steps` per frame."""
@@ -125,25 +127,35 @@ def make_fake_camera(
     seconds: float = 4.0,
     fps: int = 15,
     motion: Callable[[float, int, int], np.ndarray] = quad_at,
+    still_seconds: float = 0.0,
+    noise: float = 0.0,
 ) -> FakeCamera:
     """Write a y4m of `reference` (BGR) over the background; returns the ground truth per frame.
 
     `motion(t, ref_w, ref_h)` gives the corners at phase t in [0, 1) of the loop: by default a smooth
-    closed path; a function that ignores t makes a still object.
+    closed path; a function that ignores t makes a still object. With `still_seconds`, the video first
+    holds the reference still where the loop starts and ends (so there is no jump); `noise` adds that much
+    Gaussian sensor noise (grey levels) to every frame.
     """
     count = round(seconds * fps)
-    assert count < 2**BARCODE_BITS
+    still = round(still_seconds * fps)
+    assert still + count < 2**BARCODE_BITS
     ref_h, ref_w = reference.shape[:2]
     scene = background()
-    corners = np.stack([motion(i / count, ref_w, ref_h) for i in range(count)])
+    rng = np.random.default_rng(5)
+    corners = np.stack(
+        [motion(0.0, ref_w, ref_h)] * still + [motion(i / count, ref_w, ref_h) for i in range(count)]
+    )
     with open(path, "wb") as out:
         out.write(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for i in range(count):
+        for i in range(len(corners)):
             frame = paste(scene, reference, corners[i])
+            if noise:
+                frame = np.clip(frame + rng.normal(0, noise, frame.shape), 0, 255).astype(np.uint8)
             draw_barcode(frame, i)
             out.write(b"FRAME\n")
             out.write(cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
-    return FakeCamera(path, fps, corners, (ref_w, ref_h))
+    return FakeCamera(path, fps, corners, (ref_w, ref_h), still)
 
 
 def composite_photo(references: list[np.ndarray], corners: list[np.ndarray]) -> np.ndarray:

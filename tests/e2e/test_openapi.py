@@ -125,6 +125,7 @@ def test_real_answers_match_the_documented_schemas(client: httpx.Client, spec: d
     item = "/v1/collections/{collection}/items/{item}"
 
     assert_documented(spec, "/healthz", "get", client.get("/healthz"))
+    assert_documented(spec, "/v1/streams", "get", client.get("/v1/streams"))
     assert_documented(spec, "/v1/collections", "get", client.get("/v1/collections"))
     assert_documented(spec, "/v1/collections/{collection}", "get", client.get("/v1/collections/demo"))
     assert_documented(spec, "/v1/collections/{collection}", "put", client.put("/v1/collections/openapi"))
