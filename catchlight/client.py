@@ -20,6 +20,7 @@ Errors from the server raise CatchlightError with its HTTP status and error code
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -31,7 +32,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import msgpack
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 ImageSource = bytes | str | Path
 
@@ -286,32 +287,111 @@ class Catchlight:
         return Stream(connection, hello)
 
     async def stream(
-        self, collection: str, frames: AsyncIterable[bytes] | Iterable[bytes], in_flight: int = 1
+        self,
+        collection: str,
+        frames: AsyncIterable[bytes] | Iterable[bytes],
+        in_flight: int = 1,
+        reconnect: bool = False,
+        reconnect_timeout: float = 30.0,
     ) -> AsyncIterator[dict[str, Any]]:
         """Send each frame and yield every reply, keeping at most `in_flight` frames unanswered.
 
         Waiting for replies before sending more is what keeps a camera live on a slow
         network: the server then always works on a recent frame.
+
+        With `reconnect`, a dropped connection (a node stopped behind a load balancer,
+        a network blip) is reopened, with backoff, for up to `reconnect_timeout` seconds,
+        and the stream goes on with the next frame. Frames sent but not answered when the
+        connection dropped are not sent again (a live camera has newer ones): each gets an
+        error reply `{"type": "error", "id": ..., "code": "connection_lost"}`. A refusal by
+        the server (bad token, unknown collection) is never retried.
         """
         stream = await self.open_stream(collection)
-        pending = 0
+        unanswered: list[int] = []
         try:
-            if isinstance(frames, AsyncIterable):
-                async for frame in frames:
-                    while pending >= in_flight:
-                        yield await stream.receive()
-                        pending -= 1
-                    await stream.send(frame)
-                    pending += 1
-            else:
-                for frame in frames:
-                    while pending >= in_flight:
-                        yield await stream.receive()
-                        pending -= 1
-                    await stream.send(frame)
-                    pending += 1
-            while pending:
-                yield await stream.receive()
-                pending -= 1
+            async for frame in _as_async(frames):
+                while len(unanswered) >= in_flight:
+                    reply = await self._receive_or_lose(stream, unanswered, reconnect)
+                    if reply is None:
+                        stream = await self._reopen(collection, reconnect_timeout, stream)
+                        for lost in unanswered:
+                            yield _connection_lost(lost)
+                        unanswered.clear()
+                        continue
+                    yield reply
+                try:
+                    unanswered.append(await stream.send(frame))
+                except (ConnectionClosed, OSError):
+                    if not reconnect:
+                        raise
+                    for lost in unanswered:
+                        yield _connection_lost(lost)
+                    unanswered.clear()
+                    stream = await self._reopen(collection, reconnect_timeout, stream)
+                    unanswered.append(await stream.send(frame))
+            while unanswered:
+                reply = await self._receive_or_lose(stream, unanswered, reconnect)
+                if reply is None:
+                    for lost in unanswered:
+                        yield _connection_lost(lost)
+                    break
+                yield reply
         finally:
             await stream.close()
+
+    @staticmethod
+    async def _receive_or_lose(stream: Stream, unanswered: list[int], reconnect: bool) -> dict[str, Any] | None:
+        """The next reply (taking its frame off `unanswered`), or None when the connection dropped."""
+        try:
+            reply = await stream.receive()
+        except (ConnectionClosed, OSError):
+            if not reconnect:
+                raise
+            return None
+        if reply.get("id") in unanswered:
+            unanswered.remove(reply["id"])
+        elif unanswered and reply.get("type") in ("result", "skipped", "error"):
+            unanswered.pop(0)
+        return reply
+
+    async def _reopen(self, collection: str, timeout: float, dropped: Stream) -> Stream:
+        """Open the stream again, backing off from 0.1 s to 2 s between tries, for up to `timeout` s.
+
+        Frame ids go on from where the dropped stream was, so they stay unique in one `stream()`.
+        """
+        await dropped.close()
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while True:
+            try:
+                stream = await self.open_stream(collection)
+                stream._next_id = dropped._next_id
+                return stream
+            except CatchlightError as exc:
+                if exc.status not in (0, 1001, 1006, 1011, 1012, 1013, 502, 503, 504):
+                    raise  # the server refused the stream: trying again would not help
+                failure: Exception = exc
+            except (OSError, ConnectionClosed, InvalidStatus, InvalidHandshake) as exc:
+                failure = exc
+            if time.monotonic() + delay > deadline:
+                raise ConnectionError(f"could not reopen the stream within {timeout} s: {failure}") from failure
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def _connection_lost(frame_id: int) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "id": frame_id,
+        "code": "connection_lost",
+        "message": "the connection dropped before this frame was answered; the stream went on with the next frame",
+    }
+
+
+async def _as_async(frames: AsyncIterable[bytes] | Iterable[bytes]) -> AsyncIterator[bytes]:
+    if isinstance(frames, AsyncIterable):
+        async for frame in frames:
+            yield frame
+    else:
+        for frame in frames:
+            yield frame

@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from matcher.redis_client import connect
 from matcher.store import StoreUnavailable
 from matcher.timeline import Hit, ItemTimeline, merge_hits
 
@@ -161,7 +162,7 @@ class ScanStore:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "cl", timeout: float = 5.0) -> ScanStore:
-        return cls(redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout), prefix)
+        return cls(connect(url, timeout), prefix)
 
     def _k_all(self) -> str:
         return f"{self.prefix}:scans"

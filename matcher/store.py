@@ -27,10 +27,13 @@ import numpy as np
 import redis
 
 from matcher.model import DESCRIPTOR_BYTES, Features, Reference
+from matcher.redis_client import connect
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ITEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CHANGE_LOG_LENGTH = 100_000
+CHANGE_BATCH = 1000
+"""Changes read from the log at a time."""
 
 
 class StoreError(Exception):
@@ -189,18 +192,28 @@ class CollectionStore(abc.ABC):
     def last_change(self) -> str: ...
 
     @abc.abstractmethod
-    def changes_after(self, change_id: str, block_ms: int) -> list[Change]: ...
+    def first_change(self) -> str:
+        """Id of the oldest change still in the log ("0-0" when the log is empty)."""
+
+    @abc.abstractmethod
+    def changes_after(self, change_id: str, block_ms: int | None) -> list[Change]:
+        """Changes after `change_id`, waiting up to `block_ms` for one (None: do not wait)."""
 
 
 class RedisCollectionStore(CollectionStore):
-    def __init__(self, client: redis.Redis, prefix: str = "cl") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "cl", min_replicas: int = 0, replica_timeout: float = 2.0) -> None:
         self.redis = client
         self.prefix = prefix
+        self.min_replicas = min_replicas
+        """Replicas that must hold a change before it is acknowledged (0: the primary's word is enough)."""
+        self.replica_timeout = replica_timeout
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "cl", timeout: float = 5.0) -> RedisCollectionStore:
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        return cls(client, prefix)
+    def from_url(
+        cls, url: str, prefix: str = "cl", timeout: float = 5.0, min_replicas: int = 0, replica_timeout: float = 2.0
+    ) -> RedisCollectionStore:
+        """A store at `url` (see matcher.redis_client) confirming each change on `min_replicas` replicas."""
+        return cls(connect(url, timeout), prefix, min_replicas, replica_timeout)
 
     # -- keys ---------------------------------------------------------------
 
@@ -227,6 +240,25 @@ class RedisCollectionStore(CollectionStore):
             maxlen=CHANGE_LOG_LENGTH,
             approximate=True,
         )
+
+    def _replicated(self) -> None:
+        """Return once `min_replicas` replicas hold every change made so far; StoreUnavailable if they don't in time.
+
+        WAIT counts the replicas that have the calling connection's last write. The change
+        went through another pooled connection, so this one writes a marker first: the
+        replication stream is ordered, so a replica holding the marker holds the change.
+        """
+        if self.min_replicas <= 0:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(f"{self.prefix}:replication-marker")
+            pipe.wait(self.min_replicas, int(self.replica_timeout * 1000))
+            _, acknowledged = pipe.execute()
+        if int(acknowledged) < self.min_replicas:
+            raise StoreUnavailable(
+                f"the change was stored on the primary but only {acknowledged} of {self.min_replicas} replica(s) "
+                f"confirmed it within {self.replica_timeout} s; it may be lost in a failover, so retry it"
+            )
 
     def _run(self, fn: Any, *args: Any) -> Any:
         try:
@@ -271,6 +303,7 @@ class RedisCollectionStore(CollectionStore):
                 pipe.sadd(self._k_collections(), collection)
                 self._log(pipe, collection, item, "put")
                 pipe.execute()
+            self._replicated()
 
         self._run(write)
         return record
@@ -309,6 +342,7 @@ class RedisCollectionStore(CollectionStore):
                         continue
 
         result: Item = self._run(update)
+        self._run(self._replicated)
         return result
 
     def delete_item(self, collection: str, item: str) -> None:
@@ -322,6 +356,7 @@ class RedisCollectionStore(CollectionStore):
                 deleted, *_ = pipe.execute()
             if not deleted:
                 raise NotFound(f"no item {item} in collection {collection}")
+            self._replicated()
 
         self._run(delete)
 
@@ -380,6 +415,7 @@ class RedisCollectionStore(CollectionStore):
                 pipe.sadd(self._k_collections(), collection)
                 self._log(pipe, collection, "", "create")
                 added, *_ = pipe.execute()
+            self._replicated()
             return bool(added)
 
         result: bool = self._run(create)
@@ -399,6 +435,7 @@ class RedisCollectionStore(CollectionStore):
                 removed, *_ = pipe.execute()
             if not removed:
                 raise NotFound(f"no collection {collection}")
+            self._replicated()
 
         self._run(drop)
 
@@ -449,8 +486,12 @@ class RedisCollectionStore(CollectionStore):
         entries = self._run(self.redis.xrevrange, self._k_changes(), "+", "-", 1)
         return entries[0][0].decode() if entries else "0-0"
 
-    def changes_after(self, change_id: str, block_ms: int) -> list[Change]:
-        reply = self._run(self.redis.xread, {self._k_changes(): change_id}, 1000, block_ms)
+    def first_change(self) -> str:
+        entries = self._run(self.redis.xrange, self._k_changes(), "-", "+", 1)
+        return entries[0][0].decode() if entries else "0-0"
+
+    def changes_after(self, change_id: str, block_ms: int | None) -> list[Change]:
+        reply = self._run(self.redis.xread, {self._k_changes(): change_id}, CHANGE_BATCH, block_ms)
         changes = []
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
@@ -463,6 +504,12 @@ class RedisCollectionStore(CollectionStore):
                     )
                 )
         return changes
+
+
+def change_order(change_id: str) -> tuple[int, int]:
+    """A change log id ("<ms>-<seq>") as a tuple that sorts like the log."""
+    ms, _, seq = change_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _text(value: bytes | str) -> str:

@@ -21,7 +21,8 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -36,32 +37,73 @@ from matcher.process_name import WORKER, set_process_name
 from matcher.recognizer import PoorReference, Recognizer, UnknownCollection, describe_reference_image
 from matcher.session import StreamSessions
 from matcher.settings import MatcherSettings
-from matcher.store import CollectionStore, RedisCollectionStore, StoreError, pack_features
+from matcher.store import CHANGE_BATCH, CollectionStore, RedisCollectionStore, StoreError, change_order, pack_features
 
 log = logging.getLogger("catchlight.worker")
 
 _FOLLOW_BLOCK_MS = 1000
 _RETRY_SECONDS = 0.5
 
+# What a follower reports about itself (the server's /healthz sums them up).
+LOADING = "loading"  # the first full load is not done
+CURRENT = "current"  # the last read reached the end of the change log
+BEHIND = "behind"  # applying a backlog, or reloading because the log no longer reaches back far enough
+DISCONNECTED = "disconnected"  # the store is unreachable: answering from memory as of `position`
+
+
+@dataclass(frozen=True)
+class FollowStatus:
+    state: str
+    position: str
+    """Id of the last change applied (the log position this process is current to)."""
+    reloads: int
+
 
 class CollectionFollower:
-    """Keeps a Recognizer equal to the store: full load, then the change log."""
+    """Keeps a Recognizer equal to the store: full load, then the change log.
 
-    def __init__(self, store: CollectionStore, recognizer: Recognizer) -> None:
+    After a disconnection it reads on from its position, so nothing changed
+    meanwhile is missed. When the log was trimmed past that position (or the
+    store was replaced by one whose log is shorter) the changes in between
+    are gone, so it reloads every collection instead of serving a stale one.
+    """
+
+    def __init__(
+        self,
+        store: CollectionStore,
+        recognizer: Recognizer,
+        report: Callable[[FollowStatus], None] | None = None,
+    ) -> None:
         self.store = store
         self.recognizer = recognizer
         self.position = "0-0"
         self.applied = 0
+        self.reloads = 0
+        self.state = LOADING
+        self._report = report
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="collection-follower", daemon=True)
+
+    def status(self) -> FollowStatus:
+        return FollowStatus(self.state, self.position, self.reloads)
+
+    def _set(self, state: str) -> None:
+        self.state = state
+        if self._report is not None:
+            self._report(self.status())
 
     def load_all(self) -> None:
         # Read the log position first: changes made during the load are applied again after it,
         # and applying a change twice is harmless.
-        self.position = self.store.last_change()
+        position = self.store.last_change()
+        names = []
         for summary in self.store.collections():
             self.recognizer.load(summary.name, list(self.store.references(summary.name)))
             release_free_memory()  # the references just read are garbage now
+            names.append(summary.name)
+        for gone in set(self.recognizer.collections()) - set(names):
+            self.recognizer.drop(gone)
+        self.position = position
 
     def load(self, collection: str) -> None:
         """Load one collection if the store has it (it stays unknown otherwise)."""
@@ -75,20 +117,50 @@ class CollectionFollower:
     def stop(self) -> None:
         self._stop.set()
 
+    def log_lost_changes(self) -> bool:
+        """Whether changes after `position` are no longer in the log (trimmed, or a different store)."""
+        if self.position == "0-0":
+            return False
+        mine = change_order(self.position)
+        first = self.store.first_change()
+        if first != "0-0" and change_order(first) > mine:
+            return True  # trimmed past us: the changes in between are gone
+        last = self.store.last_change()
+        return change_order(last) < mine  # the log ends before our position: not the store we followed
+
+    def catch_up_once(self, block_ms: int | None = _FOLLOW_BLOCK_MS) -> int:
+        """Apply the next batch of changes (reloading everything if the log lost some); returns how many.
+
+        Waits up to `block_ms` for a change only when already current: otherwise it reads
+        without waiting, so reaching "current" is reported at once.
+        """
+        if self.log_lost_changes():
+            log.warning("the change log no longer reaches back to %s: reloading every collection", self.position)
+            self._set(BEHIND)
+            self.load_all()
+            self.reloads += 1
+        changes = self.store.changes_after(self.position, block_ms if self.state == CURRENT else None)
+        for change in changes:
+            self.apply(change.collection, change.item, change.op)
+            self.position = change.id
+            self.applied += 1
+        self._set(BEHIND if len(changes) >= CHANGE_BATCH else CURRENT)
+        return len(changes)
+
     def _follow(self) -> None:
         while not self._stop.is_set():
             try:
-                for change in self.store.changes_after(self.position, _FOLLOW_BLOCK_MS):
-                    self.apply(change.collection, change.item, change.op)
-                    self.position = change.id
-                    self.applied += 1
+                self.catch_up_once()
             except StoreError as exc:
                 # Recognition goes on from memory; catch up when the store is back.
-                log.warning("change log unreachable, retrying: %s", exc)
-                time.sleep(_RETRY_SECONDS)
+                if self.state != DISCONNECTED:
+                    log.warning("change log unreachable, retrying: %s", exc)
+                self._set(DISCONNECTED)
+                self._stop.wait(_RETRY_SECONDS)
             except Exception:
                 log.exception("could not apply a change; retrying")
-                time.sleep(_RETRY_SECONDS)
+                self._set(BEHIND)
+                self._stop.wait(_RETRY_SECONDS)
 
     def apply(self, collection: str, item: str, op: str) -> None:
         if op == "drop":
@@ -204,7 +276,19 @@ def run(conn: Connection, settings: MatcherSettings, redis_url: str, prefix: str
     cv2.setNumThreads(1)
     faiss.omp_set_num_threads(1)
     recognizer = Recognizer(settings)
-    follower = CollectionFollower(RedisCollectionStore.from_url(redis_url, prefix), recognizer)
+    sending = threading.Lock()  # the follower's reports and the replies share the pipe
+
+    def send(message: dict[str, Any]) -> None:
+        with sending:
+            conn.send_bytes(msgpack.packb(message))
+
+    def report(status: FollowStatus) -> None:
+        try:
+            send({"follow": asdict(status)})
+        except (BrokenPipeError, OSError):
+            pass
+
+    follower = CollectionFollower(RedisCollectionStore.from_url(redis_url, prefix), recognizer, report)
     while True:
         try:
             follower.load_all()
@@ -212,9 +296,9 @@ def run(conn: Connection, settings: MatcherSettings, redis_url: str, prefix: str
         except StoreError as exc:
             log.warning("waiting for the collection store: %s", exc)
             time.sleep(_RETRY_SECONDS)
-    follower.start()
     sessions = StreamSessions(recognizer)
-    conn.send_bytes(msgpack.packb({"ok": True, "ready": True, "pid": os.getpid(), "collections": recognizer.collections()}))
+    send({"ok": True, "ready": True, "pid": os.getpid(), "collections": recognizer.collections()})
+    follower.start()
     while True:
         try:
             raw = conn.recv_bytes()
@@ -229,7 +313,7 @@ def run(conn: Connection, settings: MatcherSettings, redis_url: str, prefix: str
         except Exception as exc:
             reply = {"ok": False, "code": "bad_request", "message": str(exc)}
         try:
-            conn.send_bytes(msgpack.packb(reply))
+            send(reply)
         except (BrokenPipeError, OSError):
             break
     follower.stop()

@@ -36,6 +36,14 @@ class ServerSettings:
     pool_size: int = setting(0, "Matcher worker processes; 0 means one per CPU core.", minimum=0)
     redis_url: str = setting("", "Redis-protocol server to use; empty starts the embedded one under data_dir.")
     redis_prefix: str = setting("cl", "Prefix of every key this server writes.")
+    redis_sentinels: tuple[str, ...] = setting(
+        (), "host:port of each Sentinel watching the store; when set, the primary they name is used, not redis_url."
+    )
+    redis_sentinel_master: str = setting("catchlight", "Name the Sentinels monitor the store's primary under.")
+    redis_min_replicas: int = setting(
+        0, "Replicas that must confirm a collection change (WAIT) before it is acknowledged; 0: do not wait.", 0
+    )
+    redis_replica_timeout_seconds: float = setting(2.0, "How long a change waits for those replicas before 503.", 0.01)
     max_message_bytes: int = setting(4 << 20, "Largest websocket message answered; larger ones get an error.", 1024)
     max_upload_bytes: int = setting(20 << 20, "Largest HTTP request body (reference upload, recognize).", 1024)
     max_image_bytes: int = setting(8 << 20, "Largest image (stream frame, recognize, reference), in bytes.", 64)

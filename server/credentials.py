@@ -36,6 +36,7 @@ from typing import Any
 
 import redis
 
+from matcher.redis_client import connect
 from matcher.store import StoreUnavailable, check_collection_name
 
 MANAGEMENT = "management"
@@ -105,7 +106,7 @@ class CredentialStore:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "cl", timeout: float = 5.0) -> CredentialStore:
-        return cls(redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout), prefix)
+        return cls(connect(url, timeout), prefix)
 
     def _k_cred(self, digest: str) -> str:
         return f"{self.prefix}:cred:{digest}"

@@ -19,6 +19,7 @@ import tornado.netutil
 import tornado.web
 
 from matcher.embedded_redis import EmbeddedRedis, RedisStartError, start_or_reuse
+from matcher.redis_client import display, sentinel_url
 from matcher.scan_store import ScanStore
 from matcher.store import RedisCollectionStore, StoreUnavailable
 from server.access import Access
@@ -76,7 +77,10 @@ def step_check_assets() -> None:
 
 
 def step_store(config: Config) -> tuple[str, EmbeddedRedis | None]:
-    if config.server.redis_url:
+    if config.server.redis_sentinels:
+        url, embedded = sentinel_url(config.server.redis_sentinels, config.server.redis_sentinel_master), None
+        log.info("store: the primary Sentinel knows as %r", config.server.redis_sentinel_master)
+    elif config.server.redis_url:
         url, embedded = config.server.redis_url, None
     else:
         try:
@@ -89,7 +93,9 @@ def step_store(config: Config) -> tuple[str, EmbeddedRedis | None]:
     try:
         store.redis.ping()
     except Exception as exc:
-        raise StartupError(f"cannot reach the store at {url}: {exc}; check REDIS_URL") from None
+        raise StartupError(
+            f"cannot reach the store at {display(url)}: {exc}; check REDIS_URL (or redis_sentinels)"
+        ) from None
     return url, embedded
 
 
@@ -148,7 +154,12 @@ async def shut_down(
 
 
 async def serve(config: Config, redis_url: str, access: Access) -> None:
-    store = RedisCollectionStore.from_url(redis_url, config.server.redis_prefix)
+    store = RedisCollectionStore.from_url(
+        redis_url,
+        config.server.redis_prefix,
+        min_replicas=config.server.redis_min_replicas,
+        replica_timeout=config.server.redis_replica_timeout_seconds,
+    )
     scheduler = Scheduler(config.server.max_queued_requests)
     size = config.server.pool_size or os.cpu_count() or 1
     pool = WorkerPool(

@@ -54,6 +54,9 @@ class Worker:
         self.ready = False
         self.jobs_done = 0
         self.timeout_handle: object | None = None
+        self.follow: dict[str, Any] = {"state": "loading", "position": "0-0", "reloads": 0}
+        """The worker's last report on following the change log (matcher.worker.FollowStatus)."""
+        self.follow_at = time.monotonic()
 
     @property
     def idle(self) -> bool:
@@ -114,6 +117,19 @@ class WorkerPool:
     def ready_count(self) -> int:
         return sum(1 for w in self.workers if w.ready)
 
+    def follow_states(self, stale_after: float = 15.0) -> list[dict[str, Any]]:
+        """The change-log state of each ready worker; a follower silent for `stale_after` s counts as behind."""
+        now = time.monotonic()
+        states = []
+        for worker in self.workers:
+            if not worker.ready:
+                continue  # being started or replaced: it answers no job yet
+            state = dict(worker.follow)
+            if now - worker.follow_at > stale_after:
+                state["state"] = "behind"
+            states.append(state)
+        return states
+
     def idle_worker(self) -> Worker | None:
         for worker in self.workers:
             if worker.idle:
@@ -156,6 +172,10 @@ class WorkerPool:
             self._replace(worker, JobFailed("worker_failed", "the matcher worker stopped; try again"))
 
     def _reply(self, worker: Worker, reply: dict[str, Any]) -> None:
+        if "follow" in reply:  # sent on its own by the worker's follower thread, not a job's answer
+            worker.follow = reply["follow"]
+            worker.follow_at = time.monotonic()
+            return
         if reply.get("ready"):
             worker.ready = True
             log.info("matcher worker %d ready (pid %s)", worker.number, reply.get("pid"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from matcher.store import check_collection_name, check_item_id
+from matcher.store import change_order, check_collection_name, check_item_id
 from server.access import MANAGE, READ, RECOGNIZE
 from server.catalog import RequestRejected
 from server.handlers.base import ApiHandler
@@ -157,11 +157,34 @@ class RecognizeHandler(LimitedBodyHandler):
 
 
 class HealthHandler(ApiHandler):
+    """200 when every worker is current with the change log; 503 while loading or behind.
+
+    With the store unreachable the node still answers recognition from memory, so it
+    stays in service (200) but says so: "store_unavailable", with the log position its
+    collections are current to.
+    """
+
     def get(self) -> None:
         pool = self.application.settings["pool"]
         ready = pool.ready_count
-        body = {"status": "ok" if ready else "starting", "workers": pool.size, "workers_ready": ready}
-        self.send_json(body, 200 if ready else 503)
+        follow = pool.follow_states()
+        states = {f["state"] for f in follow}
+        if not ready or "loading" in states:
+            status, code = "loading", 503
+        elif "behind" in states:
+            status, code = "behind", 503
+        elif "disconnected" in states:
+            status, code = "store_unavailable", 200
+        else:
+            status, code = "ok", 200
+        positions = [f["position"] for f in follow]
+        body = {
+            "status": status,
+            "workers": pool.size,
+            "workers_ready": ready,
+            "change_log": {"position": min(positions, key=change_order) if positions else "0-0", "workers": follow},
+        }
+        self.send_json(body, code)
 
 
 class StreamsHandler(ApiHandler):

@@ -100,7 +100,8 @@ def test_bad_item_fields_are_refused_and_nothing_is_stored(api: httpx.Client) ->
 
 def test_health_reports_ready_workers(api: httpx.Client) -> None:
     body = api.get("/healthz").json()
-    assert body == {"status": "ok", "workers": 2, "workers_ready": 2}
+    assert (body["status"], body["workers"], body["workers_ready"]) == ("ok", 2, 2)
+    assert [w["state"] for w in body["change_log"]["workers"]] == ["current", "current"]
 
 
 def test_raw_body_upload_takes_name_and_metadata_from_the_query(api: httpx.Client) -> None:
