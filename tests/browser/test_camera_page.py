@@ -40,6 +40,9 @@ VIEWPORT = {"width": 960, "height": 640}  # 3:2 page over a 4:3 camera: object-f
 
 # Found vs true corners, in camera pixels: 2% of the object's 300 px (the matcher is within ~1-4 px here).
 CORNER_TOLERANCE_PX = 6.0
+# A moving object's corners between recognitions come from optical-flow tracking: measured median
+# 3-4 px, worst 6-10 px (tests/test_tracking.py); recognition corrects them every few frames.
+MOVING_CORNER_TOLERANCE_PX = 10.0
 # The drawn outline is extrapolated from the found corners towards the frame on screen (by at most 100 ms), so
 # it must lie on the object's path between the frame that was sent and the one shown, within this: the
 # found-corner error plus the error of a straight-line extrapolation of noisy corners on a curved path
@@ -123,7 +126,7 @@ def check_drawn_item(snapshot: dict, truth: np.ndarray) -> float:
     """
     found = np.array(snapshot["mediaCorners"])
     error = float(np.max(np.linalg.norm(found - truth, axis=1)))
-    assert error < CORNER_TOLERANCE_PX, f"corners {found.round(1).tolist()} vs true {truth.round(1).tolist()}"
+    assert error < MOVING_CORNER_TOLERANCE_PX, f"corners {found.round(1).tolist()} vs true {truth.round(1).tolist()}"
     drawn = np.array(snapshot["drawnCorners"])
     expected_css, _ = media_to_css(drawn, snapshot["box"], snapshot["intrinsic"], snapshot["fit"])
     polygon = np.array(snapshot["polygon"])
