@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                         files={"image": (path.name, path.read_bytes())},
                         data={"name": path.stem},
                     ).raise_for_status()
-            round_trips, server_total, match, found = [], [], [], 0
+            round_trips, server_total, match, found, timings = [], [], [], 0, []
             with connect(f"ws://127.0.0.1:{port}/v1/stream?collection=bench", max_size=None) as ws:
                 ws.recv()
                 for i, frame in enumerate(frames):
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                     round_trips.append((time.perf_counter() - sent) * 1000.0)
                     server_total.append(reply["timing"]["total_ms"])
                     match.append(reply["timing"]["match_ms"])
+                    timings.append(reply["timing"])
                     found += bool(reply["items"])
         finally:
             process.terminate()
@@ -142,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {label} | {percentile(values, 50):.1f} | {percentile(values, 95):.1f} | {statistics.fmean(values):.1f} |"
         )
     lines += ["", f"Frames with an item found: {found}/{args.frames}.", f"Frames per second achieved: {1000.0 / statistics.fmean(round_trips):.1f}."]
+    steps = sorted({k for t in timings for k in t})
+    lines += ["", "Median per step (ms): " + ", ".join(f"{k} {statistics.median(t.get(k, 0.0) for t in timings):.1f}" for k in steps) + "."]
     report = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "stream_latency.md").write_text(report)
