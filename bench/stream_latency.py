@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("round trip (client, loopback)", round_trips),
         ("server total (receive → reply)", server_total),
-        ("matcher (decode+features+search+verify)", match),
+        ("matcher (decode, features, search, verify, tracking)", match),
     ]
     lines = [
         "# Stream latency, one camera",
