@@ -26,7 +26,7 @@ from typing import Any
 import redis
 
 from matcher.redis_client import connect
-from matcher.store import StoreUnavailable
+from matcher.store import as_text, call_redis
 from matcher.timeline import Hit, ItemTimeline, merge_hits
 
 SCAN_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -147,9 +147,6 @@ def check_scan_id(scan: str) -> str:
     return scan
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def _float(value: Any) -> float | None:
     return None if value is None or value == b"" else float(value)
@@ -177,12 +174,7 @@ class ScanStore:
         return f"{self.prefix}:scans:queue:{runner}"
 
     def _run(self, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"the store is unreachable: {exc}") from None
-        except redis.ResponseError as exc:
-            raise StoreUnavailable(f"the store refused: {exc}") from None
+        return call_redis("the store", fn, *args)
 
     # -- writes ------------------------------------------------------------------
 
@@ -247,7 +239,7 @@ class ScanStore:
     def next_queued(self, runner: str, timeout: float) -> str | None:
         """The next scan id queued for `runner`, waiting up to `timeout` seconds."""
         popped = self._run(self.redis.blpop, [self._k_queue(runner)], max(1, round(timeout)))
-        return _text(popped[1]) if popped else None
+        return as_text(popped[1]) if popped else None
 
     def unfinished(self, runner: str | None = None) -> list[ScanRecord]:
         """Scans not done or failed (of one runner), oldest first."""
@@ -277,7 +269,7 @@ class ScanStore:
 
     def list(self, limit: int = 100, newest_first: bool = True) -> list[ScanRecord]:
         def read() -> list[ScanRecord]:
-            ids = [_text(i) for i in (self.redis.zrevrange if newest_first else self.redis.zrange)(self._k_all(), 0, limit - 1)]
+            ids = [as_text(i) for i in (self.redis.zrevrange if newest_first else self.redis.zrange)(self._k_all(), 0, limit - 1)]
             with self.redis.pipeline(transaction=False) as pipe:
                 for scan in ids:
                     pipe.hgetall(self._k_scan(scan))
@@ -292,11 +284,11 @@ class ScanStore:
 
 
 def _record(fields: dict[bytes, bytes]) -> ScanRecord:
-    f = {_text(k): v for k, v in fields.items()}
+    f = {as_text(k): v for k, v in fields.items()}
     job = ScanJob(**json.loads(f["job"]))
     return ScanRecord(
         job=job,
-        state=_text(f.get("state", b"queued")),
+        state=as_text(f.get("state", b"queued")),
         error=json.loads(f["error"]) if f.get("error") else None,
         video=json.loads(f["video"]) if f.get("video") else None,
         samples_done=int(f.get("samples_done") or 0),

@@ -18,7 +18,7 @@ import abc
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -261,12 +261,7 @@ class RedisCollectionStore(CollectionStore):
             )
 
     def _run(self, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"the collection store is unreachable: {exc}") from None
-        except redis.ResponseError as exc:
-            raise StoreUnavailable(f"the collection store refused: {exc}") from None
+        return call_redis("the collection store", fn, *args)
 
     # -- items --------------------------------------------------------------
 
@@ -386,7 +381,7 @@ class RedisCollectionStore(CollectionStore):
             raise NotFound(f"no collection {collection}")
 
         def read() -> list[Item]:
-            ids = sorted(_text(i) for i in self.redis.smembers(self._k_items(collection)))
+            ids = sorted(as_text(i) for i in self.redis.smembers(self._k_items(collection)))
             with self.redis.pipeline(transaction=False) as pipe:
                 for item in ids:
                     pipe.hget(self._k_item(collection, item), "meta")
@@ -425,7 +420,7 @@ class RedisCollectionStore(CollectionStore):
         check_collection_name(collection)
 
         def drop() -> None:
-            ids = [_text(i) for i in self.redis.smembers(self._k_items(collection))]
+            ids = [as_text(i) for i in self.redis.smembers(self._k_items(collection))]
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.srem(self._k_collections(), collection)
                 for item in ids:
@@ -441,7 +436,7 @@ class RedisCollectionStore(CollectionStore):
 
     def collections(self) -> list[CollectionSummary]:
         def read() -> list[CollectionSummary]:
-            names = sorted(_text(n) for n in self.redis.smembers(self._k_collections()))
+            names = sorted(as_text(n) for n in self.redis.smembers(self._k_collections()))
             with self.redis.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.scard(self._k_items(name))
@@ -461,7 +456,7 @@ class RedisCollectionStore(CollectionStore):
     # -- what workers read ----------------------------------------------------
 
     def references(self, collection: str, batch: int = 256) -> Iterator[Reference]:
-        ids = sorted(_text(i) for i in self._run(self.redis.smembers, self._k_items(collection)))
+        ids = sorted(as_text(i) for i in self._run(self.redis.smembers, self._k_items(collection)))
         for start in range(0, len(ids), batch):
             chunk = ids[start : start + batch]
 
@@ -497,7 +492,7 @@ class RedisCollectionStore(CollectionStore):
             for entry_id, fields in entries:
                 changes.append(
                     Change(
-                        _text(entry_id),
+                        as_text(entry_id),
                         fields[b"collection"].decode(),
                         fields[b"item"].decode(),
                         fields[b"op"].decode(),
@@ -512,8 +507,19 @@ def change_order(change_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def as_text(value: Any) -> str:
+    """A Redis reply value (bytes or str) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def call_redis(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run one Redis call; an unreachable or refusing server becomes StoreUnavailable naming `what`."""
+    try:
+        return fn(*args)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailable(f"{what} is unreachable: {exc}") from None
+    except redis.ResponseError as exc:
+        raise StoreUnavailable(f"{what} refused: {exc}") from None
 
 
 def _pack_meta(item: Item) -> bytes:

@@ -37,7 +37,7 @@ from typing import Any
 import redis
 
 from matcher.redis_client import connect
-from matcher.store import StoreUnavailable, check_collection_name
+from matcher.store import StoreUnavailable, as_text, call_redis, check_collection_name
 
 MANAGEMENT = "management"
 RECOGNITION = "recognition"
@@ -118,12 +118,7 @@ class CredentialStore:
         return f"{self.prefix}:credversion"
 
     def _run(self, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"the credential store is unreachable: {exc}") from None
-        except redis.ResponseError as exc:
-            raise StoreUnavailable(f"the credential store refused: {exc}") from None
+        return call_redis("the credential store", fn, *args)
 
     def create(
         self,
@@ -166,7 +161,7 @@ class CredentialStore:
             if digest is None:
                 raise CredentialError(f"no credential {credential_id}")
             with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self._k_cred(_text(digest)))
+                pipe.delete(self._k_cred(as_text(digest)))
                 pipe.hdel(self._k_ids(), credential_id)
                 pipe.incr(self._k_version())
                 pipe.execute()
@@ -180,7 +175,7 @@ class CredentialStore:
         """Every credential by the hash of its secret."""
 
         def read() -> dict[str, Credential]:
-            digests = [_text(d) for d in self.redis.hvals(self._k_ids())]
+            digests = [as_text(d) for d in self.redis.hvals(self._k_ids())]
             with self.redis.pipeline(transaction=False) as pipe:
                 for digest in digests:
                     pipe.hget(self._k_cred(digest), "meta")
@@ -190,9 +185,6 @@ class CredentialStore:
         result: dict[str, Credential] = self._run(read)
         return result
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 # -- command line ---------------------------------------------------------------------

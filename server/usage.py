@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from prometheus_client import Counter as PromCounter
 from tornado.ioloop import PeriodicCallback
 
-from matcher.store import COLLECTION_NAME, StoreUnavailable
+from matcher.store import COLLECTION_NAME, as_text, call_redis
 
 log = logging.getLogger("catchlight.usage")
 
@@ -236,7 +236,7 @@ class UsageStats:
     def item_totals(self, collection: str) -> dict[str, int]:
         """Recognitions of each item of `collection` since it was added (items never seen: absent)."""
         raw = self._run(self.redis.hgetall, f"{self.prefix}:stats:items:{collection}")
-        return {_text(k): int(v) for k, v in raw.items()}
+        return {as_text(k): int(v) for k, v in raw.items()}
 
     def item_counts(self, collection: str, range_name: str) -> dict[str, int]:
         """Recognitions of each item of `collection` within the range."""
@@ -306,7 +306,7 @@ class UsageStats:
         """Open streams over every node that reported in the last few seconds."""
 
         def read() -> int:
-            nodes = [_text(n) for n in self.redis.smembers(f"{self.prefix}:stats:nodes")]
+            nodes = [as_text(n) for n in self.redis.smembers(f"{self.prefix}:stats:nodes")]
             if not nodes:
                 return 0
             values = self.redis.mget([f"{self.prefix}:stats:streams:{n}" for n in nodes])
@@ -333,17 +333,12 @@ class UsageStats:
 
         replies = self._run(read)
         return [
-            (n * resolution.seconds, {_text(k): int(v) for k, v in reply.items()})
+            (n * resolution.seconds, {as_text(k): int(v) for k, v in reply.items()})
             for n, reply in zip(numbers, replies, strict=True)
         ]
 
-    def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"the statistics store is unreachable: {exc}") from None
-        except redis.ResponseError as exc:
-            raise StoreUnavailable(f"the statistics store refused: {exc}") from None
+    def _run(self, fn: Any, *args: Any) -> Any:
+        return call_redis("the statistics store", fn, *args)
 
     def metrics(self) -> bytes:
         """The Prometheus text exposition of this process's metrics."""
@@ -391,6 +386,3 @@ def _quantile(bounds: list[str], counts: Counter[str], total: int, q: float) -> 
             return None if b == "inf" else float(b)
     return None
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
