@@ -24,7 +24,7 @@ class MatcherSettings:
     """Keypoints kept per camera frame."""
     reference_features: int = 500
     """Keypoints kept per reference, summed over its scales."""
-    reference_scales: tuple[float, ...] = (1.0, 0.5)
+    reference_scales: tuple[float, ...] = (1.0, 0.5, 0.25)
     """Extra scales a reference is described at, so small appearances match too."""
     frame_oversampling: float = 3.0
     """A frame's detector finds this many times frame_features corners; the grid spreading keeps the best."""
@@ -72,7 +72,7 @@ class MatcherSettings:
     """Guided pairs further apart than this in descriptor space are ignored."""
     min_seed_inliers: int = 8
     """A homography with fewer distinct RANSAC inliers than min_inliers, but at least this many, gets a second chance..."""
-    min_guided_inliers: int = 24
+    min_guided_inliers: int = 30
     """...and is kept if guided matching finds at least this many keypoint pairs agreeing with it."""
 
     # Tracking between recognitions (camera streams)
