@@ -71,6 +71,7 @@ _PROBE_RANSAC_ITERATIONS = 200
 _REFINE_LEVELS = 2
 # Motion is extrapolated over at most this long a gap: beyond it, where the object was is as good a guess.
 _MAX_PREDICTION_SECONDS = 1.0
+_MIN_FRAMES_BETWEEN_TIMED_RECOGNITIONS = 4  # the time rule recognizes at most every 4th frame
 _SEED_QUALITY = 0.01  # goodFeaturesToTrack: corners at least this fraction of the strongest
 _SEED_MARGIN_PX = 4  # seed points this far inside the outline, off its edges
 _SMOOTHING_FLOOR = 0.05  # smallest share of a new measurement taken in (still camera)
@@ -164,8 +165,14 @@ class StreamTracker:
         s = self.settings
         if not self.tracks or self.frames_since_recognition + 1 >= s.recognize_every:
             return True
-        # A stream served a few frames a second still picks up new items within a bounded time.
-        if self.recognized_at is not None and self.at - self.recognized_at >= s.recognize_every_seconds:
+        # A stream served a few frames a second still picks up new items within a bounded time; but one served
+        # a frame every few seconds (a pool far behind) is not recognized on every frame for it, which would
+        # make each of its frames dearer exactly when frames are scarce.
+        if (
+            self.recognized_at is not None
+            and self.at - self.recognized_at >= s.recognize_every_seconds
+            and self.frames_since_recognition >= _MIN_FRAMES_BETWEEN_TIMED_RECOGNITIONS
+        ):
             return True
         return any(t.recheck for t in self.tracks.values())
 

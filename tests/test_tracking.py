@@ -183,6 +183,42 @@ def test_an_item_entering_the_view_is_found_within_a_recognition_period(recogniz
     assert corners_of(result, "coffee.png") is not None
 
 
+def test_a_stream_served_one_frame_a_second_finds_an_entering_item_within_seconds_not_frames(
+    recognizer: Recognizer, background: np.ndarray
+) -> None:
+    # Many streams sharing the workers each get a frame a second: waiting recognize_every frames would be ten
+    # seconds, so recognition also runs once recognize_every_seconds have passed.
+    settings = recognizer.settings
+    fps = 1.0
+    frame = camera(background, seed=7)
+    sessions = Camera(StreamSessions(recognizer), fps=fps)
+    coffee = quad(600, 400, (170, 240), 280, 4, 0.9)
+    astronaut = quad(512, 512, (480, 240), 250, -6, 0.92)
+    sessions.process(1, "posters", frame([("coffee.png", coffee)]))
+    waited = 0
+    while True:
+        waited += 1
+        result = sessions.process(1, "posters", frame([("coffee.png", coffee), ("astronaut.png", astronaut)]))
+        if corners_of(result, "astronaut.png") is not None:
+            break
+        assert waited < settings.recognize_every - 1, "found no sooner than the frame count alone would find it"
+    assert waited / fps <= max(settings.recognize_every_seconds, 4 / fps)
+
+
+def test_a_stream_served_a_frame_every_few_seconds_is_not_recognized_on_every_frame(
+    recognizer: Recognizer, background: np.ndarray
+) -> None:
+    frame = camera(background, seed=8)
+    sessions = Camera(StreamSessions(recognizer), fps=0.25)
+    truth = coffee_at(0.3)
+    recognized = 0
+    for _ in range(12):
+        result = sessions.process(1, "posters", frame([("coffee.png", truth)]))
+        assert corners_of(result, "coffee.png") is not None
+        recognized += result.timing["features_ms"] > 0
+    assert recognized <= 3, "a still object on a slow stream is followed by flow, recognized every 4th frame at most"
+
+
 def test_a_workers_stream_state_is_bounded_and_dropped_on_close(background: np.ndarray) -> None:
     settings = MatcherSettings(max_tracked_streams=3)
     engine = Recognizer(settings)
