@@ -77,7 +77,9 @@ class MatcherSettings:
 
     # Tracking between recognitions (camera streams)
     recognize_every: int = 10
-    """While items are tracked, full recognition (re-verification, new items) runs on every Nth frame."""
+    """While items are tracked, full recognition (re-verification, new items) runs on every Nth frame..."""
+    recognize_every_seconds: float = 2.0
+    """...or once this long has passed since the last one, on a stream that gets few frames a second (at most every 4th)."""
     track_points: int = 80
     """Points followed by optical flow per tracked item."""
     track_point_spacing_px: int = 8
