@@ -243,11 +243,12 @@ def _colour(rng: np.random.Generator, light: bool) -> tuple[int, int, int]:
 
 
 def _shapes(rng: np.random.Generator, draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], light: bool) -> None:
-    """Coloured discs, bars and rules: the graphic design of a page without pictures."""
+    """Coloured discs and bars: the graphic design of a page without pictures. They are as light
+    (or as dark) as the paper, so the type printed over them stays legible."""
     x0, y0, x1, y1 = box
     size = min(x1 - x0, y1 - y0)
     for _ in range(rng.integers(3, 9)):
-        fill = _colour(rng, not light)
+        fill = _colour(rng, light)
         cx, cy = rng.integers(x0, x1), rng.integers(y0, y1)
         r = int(size * rng.uniform(0.05, 0.3))
         if rng.random() < 0.5:

@@ -171,7 +171,7 @@ class CropStore:
     """Every crop with content, JPEG-encoded in one memory-mapped array (shared by forked workers)."""
 
     def __init__(self, folder: Path) -> None:
-        self.crops = [Crop(*c) for c in json.loads((folder / "crops.json").read_text())]
+        self.crops = [Crop(**c) for c in json.loads((folder / "crops.json").read_text())]
         self.blob = np.load(folder / "blob.npy", mmap_mode="r")
         self.offsets = np.load(folder / "offsets.npy")
 

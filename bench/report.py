@@ -71,7 +71,8 @@ def write_report(report: dict, out: Path, quick: bool = False) -> None:
     lines = [
         "# Benchmark results" + (" (quick mode: a smoke check, too few frames for the targets)" if quick else ""),
         "",
-        f"{report['frames_per_level']} frames per level, 640×480 JPEG; one worker = one process, one thread; "
+        (f"`{report['command']}`. " if "command" in report else "")
+        + f"{report['frames_per_level']} frames per level, 640×480 JPEG; one worker = one process, one thread; "
         f"pool = {report['machine']['cpus']} processes. OpenCV {report['machine']['opencv']}, FAISS {report['machine']['faiss']}. "
         f"Run took {report['elapsed_s'] / 60:.1f} min. Load average (1 / 5 / 15 min) {_load(report['machine']['load_average_at_start'])} "
         f"at the start and {_load(report['machine']['load_average_at_end'])} at the end: the machine was shared with other work, "

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
             "faiss": faiss.__version__,
             "load_average_at_start": list(os.getloadavg()),
         },
+        "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
         "frames_per_level": per_level,
         "targets": collection.counts(first),
         "refused": collection.refused,
