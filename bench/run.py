@@ -52,10 +52,12 @@ class Outcome:
     ms: float
     kinds: list[str] = field(default_factory=list)
     """Kind of reference (dataset.KINDS) of each placement."""
+    wrong: list[dict] = field(default_factory=list)
+    """Each returned item that is not in the frame, with its inliers (to trace false positives)."""
 
 
-def _judge(frame: Frame, found: list[tuple[str, np.ndarray]], ms: float) -> Outcome:
-    """`found` is (item, corners) best first."""
+def _judge(frame: Frame, found: list[tuple[str, np.ndarray]], ms: float, inliers: list[int] | None = None) -> Outcome:
+    """`found` is (item, corners) best first, `inliers` the count behind each (ours only)."""
     truth = {p.name: p.corners for p in frame.placements}
     hits, errors = [], []
     if frame.level in ("easy", "moderate", "hard"):
@@ -77,7 +79,12 @@ def _judge(frame: Frame, found: list[tuple[str, np.ndarray]], ms: float) -> Outc
                 ok = err <= CORNER_TOLERANCE_PX
             hits.append(ok)
     false_items = sum(1 for item, _ in found if item not in truth)
-    return Outcome(frame.level, hits, errors, false_items, ms, list(frame.kinds))
+    wrong = [
+        {"item": item, "inliers": None if inliers is None else inliers[i], "truth": sorted(truth)}
+        for i, (item, _) in enumerate(found)
+        if item not in truth
+    ]
+    return Outcome(frame.level, hits, errors, false_items, ms, list(frame.kinds), wrong)
 
 
 def run_ours(recognizer: Recognizer, frames: list[Frame]) -> list[Outcome]:
@@ -87,7 +94,7 @@ def run_ours(recognizer: Recognizer, frames: list[Frame]) -> list[Outcome]:
         result = recognizer.recognize(COLLECTION, frame.data)
         ms = (time.perf_counter() - started) * 1000.0
         found = [(m.item, np.asarray(m.corners, np.float64)) for m in result.matches]
-        out.append(_judge(frame, found, ms))
+        out.append(_judge(frame, found, ms, [m.inliers for m in result.matches]))
     return out
 
 
@@ -109,6 +116,7 @@ def summarize(outcomes: list[Outcome]) -> dict:
         s: dict = {"frames": len(rows)}
         if level == "distractors":
             s["false_positive_rate"] = sum(o.false_items > 0 for o in rows) / len(rows)
+            s["false_items"] = [w for o in rows for w in o.wrong]
         else:
             hits = [h for o in rows for h in o.found]
             s["recall"] = sum(hits) / len(hits)
@@ -123,6 +131,7 @@ def summarize(outcomes: list[Outcome]) -> dict:
             errors = [e for o in rows for e in o.errors]
             s["median_corner_error_px"] = statistics.median(errors) if errors else None
             s["wrong_item_rate"] = sum(o.false_items > 0 for o in rows) / len(rows)
+            s["wrong_items"] = [w for o in rows for w in o.wrong]
         ms = [o.ms for o in rows]
         s["p50_ms"] = float(np.percentile(ms, 50))
         s["p95_ms"] = float(np.percentile(ms, 95))
