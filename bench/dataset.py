@@ -28,7 +28,9 @@ code, so a larger collection extends a smaller one's cache.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import json
 import multiprocessing
 from collections.abc import Callable
@@ -369,15 +371,22 @@ def _described(
 
 
 def _cache_key(settings: MatcherSettings) -> str:
+    """What the described references depend on: the description code and settings, not the
+    rest of the engine (a change to search or tracking does not re-describe 10,000 images)."""
     h = _code_hash(
         "matcher/features.py",
         "matcher/decode.py",
-        "matcher/recognizer.py",
         "bench/dataset.py",
         "bench/collages.py",
         "bench/baseline.py",
     )
-    h.update(repr(settings).encode())
+    h.update(inspect.getsource(describe_reference_image).encode())
+    described_by = {
+        name: value
+        for name, value in dataclasses.asdict(settings).items()
+        if name.startswith(("reference_", "min_reference_")) or name in ("grid_cells", "max_image_pixels")
+    }
+    h.update(repr(sorted(described_by.items())).encode())
     return h.hexdigest()[:16]
 
 
