@@ -15,6 +15,12 @@ from bench.scenes import Placement, fit_background, jpeg, paste, random_quad
 
 FRAME_W, FRAME_H = 640, 480
 LEVELS = ("easy", "moderate", "hard", "several", "distractors")
+HARD_WITHOUT = {
+    "hard, light kept": "low light",
+    "hard, not occluded": "occlusion",
+    "hard, no motion blur": "motion blur",
+}
+"""Diagnostic levels: the hard level with one of its degradations left out, to show what costs recall."""
 
 
 @dataclass(frozen=True)
@@ -130,15 +136,19 @@ def make_frame(
         frame = _noise(rng, frame, rng.uniform(1, 5))
         placements, kinds = [Placement(item, corners)], [kind]
         quality = 60
-    elif level == "hard":
+    elif level == "hard" or level in HARD_WITHOUT:
+        spared = HARD_WITHOUT.get(level)
         item, kind, ref = targets[0]
         corners = random_quad(rng, ref.shape[1], ref.shape[0], FRAME_W, FRAME_H, (0.15, 0.90), 180, 60)
         frame = _place(frame, ref, corners)
         cover = _background(rng, backgrounds)
-        frame = _occlude(rng, frame, corners, ref.shape[1], ref.shape[0], cover, 0.4)
-        frame = _motion_blur(rng, frame, 9)
-        frame = _light(rng, frame, (0.25, 0.5), (0.6, 0.9))  # low light: dark and flat...
-        frame = _noise(rng, frame, rng.uniform(3, 8))  # ...and noisy
+        if spared != "occlusion":
+            frame = _occlude(rng, frame, corners, ref.shape[1], ref.shape[0], cover, 0.4)
+        if spared != "motion blur":
+            frame = _motion_blur(rng, frame, 9)
+        if spared != "low light":
+            frame = _light(rng, frame, (0.25, 0.5), (0.6, 0.9))  # low light: dark and flat...
+            frame = _noise(rng, frame, rng.uniform(3, 8))  # ...and noisy
         placements, kinds = [Placement(item, corners)], [kind]
         quality = 40
     elif level == "several":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.dataset import GENERATED_KINDS, KINDS, REAL_KINDS
-from bench.queries import LEVELS
+from bench.queries import HARD_WITHOUT, LEVELS
 
 POSITIVE = ("easy", "moderate", "hard", "several")
 
@@ -117,6 +117,19 @@ def write_report(report: dict, out: Path, quick: bool = False) -> None:
             f"{o['all']['p50_ms']:.1f} / {o['all']['p95_ms']:.1f} | {e['fps_pool']:.0f} | {e['build_s']:.1f} s | "
             f"{e['memory_per_reference_bytes'] / 1024:.1f} KB | {e['add']['add_ms_max']:.0f} ms ({e['add']['recognized_after_add']}) |"
         )
+    for size, e in sizes.items():
+        o = e["ours"]
+        false = o["distractors"].get("false_items", [])
+        wrong = [w for lv in POSITIVE for w in o[lv].get("wrong_items", [])]
+        if false or wrong:
+            lines.append("")
+            lines.append(
+                f"{int(size):,} references: items returned that were not in the frame: on distractors "
+                + (", ".join(f"{w['item']} ({w['inliers']} inliers)" for w in false) or "none")
+                + "; on frames showing other references "
+                + (", ".join(f"{w['item']} ({w['inliers']} inliers, frame showed {', '.join(w['truth'])})" for w in wrong) or "none")
+                + "."
+            )
     lines += [
         "",
         "## Real photographs vs generated references (collages), recall@1",
@@ -145,6 +158,24 @@ def write_report(report: dict, out: Path, quick: bool = False) -> None:
             cells.append("–" if c is None else f"{100 * c['found'] / c['shown']:.0f} % ({c['found']}/{c['shown']})")
         if any(c != "–" for c in cells):
             lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## What the hard level's recall is lost to",
+        "",
+        "The hard level again on its own frames (another seed), then with one of its degradations left out each time; "
+        "the rise over the first column is what that degradation costs. Wrong items counts frames where an item not in "
+        "the frame was returned.",
+        "",
+        "| refs | hard | " + " | ".join(HARD_WITHOUT) + " | wrong items (all four) |",
+        "| --- | --- | " + " | ".join("---" for _ in HARD_WITHOUT) + " | --- |",
+    ]
+    for size, e in sizes.items():
+        h = e.get("hard_explained")
+        if not h:
+            continue
+        variants = ("hard", *HARD_WITHOUT)
+        wrong = sum(len(h[v].get("wrong_items", [])) for v in variants)
+        lines.append(f"| {int(size):,} | " + " | ".join(_pct(h[v]["recall"]) for v in variants) + f" | {wrong} |")
     lines += [
         "",
         "## Plain OpenCV baseline on the same frames (ORB + BFMatcher kNN per reference + ratio test + RANSAC)",
