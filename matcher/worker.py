@@ -196,6 +196,8 @@ class CollectionFollower:
         return len(changes)
 
     def _follow(self) -> None:
+        # FAISS's OpenMP thread count is per thread; this one adds to indexes, which must not take every core.
+        faiss.omp_set_num_threads(1)
         while not self._stop.is_set():
             try:
                 self.catch_up_once()
