@@ -16,6 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from catchlight.client import Catchlight
 from matcher.embedded_redis import EmbeddedRedis, start_or_reuse
 from tests.cluster.nginx import DEPLOYED, Nginx, nginx_binary
 from tests.cluster.nodes import add, recognized
@@ -80,8 +81,11 @@ def test_each_node_group_holds_and_serves_only_its_collections(
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4421
 
     # Moving a collection: the other group's workers load it, its former group's drop it.
-    moved = httpx.patch(f"{big.url}/v1/collections/posters", json={"group": "big"})
-    assert moved.status_code == 200 and moved.json()["group"] == "big"
+    client = Catchlight(big.url)
+    try:
+        assert client.place_collection("posters", "big")["group"] == "big"
+    finally:
+        client.close()
     wait_until(lambda: held(big) == {"archive": 1, "posters": 1} and held(regular) == {}, 10)
     assert recognized(big.url, "posters", "coffee.png") == ["Coffee"]
     assert refusal(regular, "posters")["group"] == "big"
@@ -100,7 +104,9 @@ def test_nginx_sends_each_collection_to_its_group(
     )
     balancer.start()
     try:
-        assert httpx.put(f"{balancer.url}/v1/collections/archive", json={"group": "big"}).status_code == 201
+        client = Catchlight(balancer.url)
+        assert client.create_collection("archive", group="big")
+        client.close()
         assert add(balancer.url, "archive", "Astronaut", "astronaut.png").status_code == 201
         assert add(balancer.url, "posters", "Coffee", "coffee.png").status_code == 201
         wait_until(lambda: recognized(balancer.url, "archive", "astronaut.png") == ["Astronaut"], 10)
