@@ -135,6 +135,9 @@ class InvertedFileIndex(DescriptorIndex):
         if not self.background_rebuilds:
             self._rebuild(self._all_references())
             return
+        self._start_background_rebuild()
+
+    def _start_background_rebuild(self) -> None:
         snapshot = self._all_references()
         self._journal = []
         # FAISS's OpenMP thread count is per thread: a new thread would use every core, not the caller's choice.
@@ -166,10 +169,14 @@ class InvertedFileIndex(DescriptorIndex):
                 pending = (self._journal or [])[applied:]
                 if len(pending) <= _REPLAYED_UNDER_LOCK:
                     _replay(fresh, pending)
-                    self._journal = None
                     for name in _INDEX_STATE:
                         setattr(self, name, getattr(fresh, name))
-                    self._maybe_rebuild()
+                    # The journal goes straight from this rebuild's to the next one's: never None in between,
+                    # which wait_for_rebuild (reading it without the lock) would take for "done".
+                    if self._needs_rebuild():
+                        self._start_background_rebuild()
+                    else:
+                        self._journal = None
                     return
             _replay(fresh, pending)
             applied += len(pending)
