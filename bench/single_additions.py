@@ -182,6 +182,23 @@ def markdown(report: dict[str, Any]) -> list[str]:
             f"{row['found']} of {row['frames']} | {row['load_average']:.1f} |"
         )
     lines += ["", f"After single additions / after a bulk load, worker p50: **{report['ratio_worker_p50']:.2f}×**.", ""]
+    before = report.get("before_fix")
+    if before is not None:
+        # The same command run on the code before the fix, kept for comparison (see bench/results/cluster.json).
+        lines += [
+            f"The same command on the code before the fix ({before['code']}):",
+            "",
+            "| node | worker p50 / p95 / max (ms) | request p50 / p95 / max (ms) | frames with a result | load average |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, key in names:
+            row = before[key]
+            lines.append(
+                f"| {name} | {row['worker_ms_p50']:.1f} / {row['worker_ms_p95']:.1f} / {row['worker_ms_max']:.0f} | "
+                f"{row['request_ms_p50']:.1f} / {row['request_ms_p95']:.1f} / {row['request_ms_max']:.0f} | "
+                f"{row['found']} of {row['frames']} | {row['load_average']:.1f} |"
+            )
+        lines.append("")
     return lines
 
 
