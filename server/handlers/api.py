@@ -228,7 +228,7 @@ class HealthHandler(ApiHandler):
         else:
             status, code = "ok", 200
         positions = [w["position"] for w in workers]
-        held = next((w.get("collections", {}) for w in workers if w["state"] != "loading"), {})
+        held: dict[str, int] = next((w.get("collections", {}) for w in workers if w["state"] != "loading"), {})
         body = {
             "status": status,
             "node_group": settings.node_group or None,
