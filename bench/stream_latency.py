@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         backgrounds.append(fit_background(noise))
     frames = make_frames(args.frames, references, backgrounds)
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         process, port = start_server(Path(tmp), args.pool_size)
         try:
@@ -134,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{args.frames} frames of 640x480 JPEG, {len(references)} references, pool of {args.pool_size} workers, "
         "each frame sent when the previous reply arrived. Command: `.venv/bin/python -m bench.stream_latency`.",
+        "Every frame shows a different reference in a different place, so the items tracked from the previous frame",
+        f"are never there any more (the worst case for tracking). 1-minute load average {load_before:.1f} → "
+        f"{os.getloadavg()[0]:.1f} (other work on the machine included; wall-clock figures grow with it).",
         "",
         "| measure | p50 ms | p95 ms | mean ms |",
         "| --- | --- | --- | --- |",

@@ -32,6 +32,8 @@ _RETRAIN_GROWTH = 4.0  # retrain the partition once the index grew this much sin
 _TRAINING_POINTS_PER_LIST = 40  # FAISS wants at least 39 training points per centroid
 _MAX_DEAD_SHARE = 0.5  # compact once this share of the index's rows belongs to removed references
 _REPLAYED_UNDER_LOCK = 16  # changes made during a background rebuild that are applied while holding the lock
+_CENTRES_EXACT_BELOW = 1_024  # inverted-file cells: above this their centres are searched through an index too
+_CENTRE_PROBE = 8  # cells of the centres' index searched to find a descriptor's nearest cells
 
 
 class DescriptorIndex(abc.ABC):
@@ -250,15 +252,11 @@ class InvertedFileIndex(DescriptorIndex):
             self._trained_for = 0
         else:
             lists = int(np.clip(2 * np.sqrt(total), 16, 65_536))
-            quantizer = faiss.IndexBinaryFlat(bits)
-            ivf = faiss.IndexBinaryIVF(quantizer, bits, lists)
-            ivf.own_fields = True
-            quantizer.this.disown()
             sample = codes
             limit = lists * _TRAINING_POINTS_PER_LIST
             if len(sample) > limit:
                 sample = np.ascontiguousarray(sample[np.linspace(0, len(sample) - 1, limit).astype(np.int64)])
-            ivf.train(sample)
+            ivf = _trained_inverted_file(sample, lists)
             del sample
             _fill_exactly(ivf, codes)
             self._trained_for = total
@@ -358,6 +356,40 @@ def _replay(index: InvertedFileIndex, changes: list[tuple[str, Reference | str]]
             index._remove_locked(item)
         if op == "add":
             index._append(change)  # type: ignore[arg-type]
+
+
+def _trained_inverted_file(sample: np.ndarray, lists: int) -> faiss.IndexBinaryIVF:
+    """An empty inverted file of `lists` cells trained on (N, 32) uint8 `sample`.
+
+    Finding a descriptor's nearest cells is itself a search over every cell
+    centre, which costs as much as scanning the cells once there are thousands
+    of them. Past _CENTRES_EXACT_BELOW cells the centres get a small inverted
+    file of their own, so that step grows with the square root of the cells.
+    """
+    bits = DESCRIPTOR_BYTES * 8
+    flat = faiss.IndexBinaryFlat(bits)
+    trainer = faiss.IndexBinaryIVF(flat, bits, lists)
+    trainer.train(sample)
+    if lists < _CENTRES_EXACT_BELOW:
+        trainer.own_fields = True
+        flat.this.disown()
+        return trainer
+    centres = flat.reconstruct_n(0, lists)
+    centre_lists = max(16, int(np.sqrt(lists)))
+    centre_quantizer = faiss.IndexBinaryFlat(bits)
+    centre_index = faiss.IndexBinaryIVF(centre_quantizer, bits, centre_lists)
+    centre_index.cp.min_points_per_centroid = 5  # centres are few per cell by design
+    centre_index.train(centres)
+    centre_index.add(centres)
+    centre_index.nprobe = _CENTRE_PROBE
+    ivf = faiss.IndexBinaryIVF(centre_index, bits, lists)
+    ivf.is_trained = True
+    # The C++ objects now belong to the index that uses them, so they live exactly as long as it does.
+    centre_index.own_fields = True
+    centre_quantizer.this.disown()
+    ivf.own_fields = True
+    centre_index.this.disown()
+    return ivf
 
 
 def _fill_exactly(index: faiss.IndexBinaryIVF, codes: np.ndarray) -> None:

@@ -6,16 +6,23 @@ No I/O here: the worker feeds references in and frames through.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from matcher.decode import DecodedImage, decode_image
 from matcher.features import describe_frame, describe_reference, reference_quality
-from matcher.index import DescriptorIndex, InvertedFileIndex
-from matcher.model import Features, FrameResult, Reference
+from matcher.index import DescriptorIndex, InvertedFileIndex, match_descriptors
+from matcher.model import Correspondences, Features, FrameResult, Reference
 from matcher.settings import MatcherSettings
 from matcher.verification import inlier_points, to_match, verify
+
+_CACHED_REFERENCES = 512  # per collection: the items camera streams currently follow, with room to spare
 
 
 class UnknownCollection(LookupError):
@@ -61,23 +68,70 @@ def describe_reference_image(data: bytes, settings: MatcherSettings) -> Describe
     return DescribedReference(features, quality)
 
 
+class WatchedIndex(DescriptorIndex):
+    """A collection's index that counts its changes, so references read from it can be kept until one happens.
+
+    Reading a reference back from the index (its descriptors are only in FAISS) takes
+    about a millisecond; a camera stream wants the same few references on every frame.
+    """
+
+    def __init__(self, index: DescriptorIndex) -> None:
+        self.index = index
+        self.revision = 0
+        self._cached: OrderedDict[str, tuple[int, Reference | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, reference: Reference) -> None:
+        self.index.add(reference)
+        self.revision += 1  # after the change: a reader who saw the old revision reads again
+
+    def remove(self, item: str) -> None:
+        self.index.remove(item)
+        self.revision += 1
+
+    def reference(self, item: str) -> Reference | None:
+        return self.index.reference(item)
+
+    def cached_reference(self, item: str) -> Reference | None:
+        """The same as `reference`, read from the index only once per change of the collection."""
+        revision = self.revision  # before reading: a change made meanwhile makes this entry stale
+        with self._lock:
+            hit = self._cached.get(item)
+            if hit is not None and hit[0] == revision:
+                self._cached.move_to_end(item)
+                return hit[1]
+        reference = self.index.reference(item)
+        with self._lock:
+            self._cached[item] = (revision, reference)
+            self._cached.move_to_end(item)
+            while len(self._cached) > _CACHED_REFERENCES:
+                self._cached.popitem(last=False)
+        return reference
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def shortlist(self, descriptors: np.ndarray, settings: MatcherSettings) -> list[Correspondences]:
+        return self.index.shortlist(descriptors, settings)
+
+
 class Recognizer:
     """Holds one index per collection and recognizes frames against them."""
 
     def __init__(self, settings: MatcherSettings) -> None:
         self.settings = settings
-        self._collections: dict[str, DescriptorIndex] = {}
+        self._collections: dict[str, WatchedIndex] = {}
 
-    def collection(self, name: str) -> DescriptorIndex:
+    def collection(self, name: str) -> WatchedIndex:
         index = self._collections.get(name)
         if index is None:
-            index = self._collections[name] = InvertedFileIndex()
+            index = self._collections[name] = WatchedIndex(InvertedFileIndex())
         return index
 
     def load(self, name: str, references: list[Reference]) -> None:
         index = InvertedFileIndex()
         index.bulk_load(references)
-        self._collections[name] = index
+        self._collections[name] = WatchedIndex(index)
 
     def drop(self, name: str) -> None:
         self._collections.pop(name, None)
@@ -98,15 +152,24 @@ class Recognizer:
         return self.recognize_image(collection, image, started, with_inliers)
 
     def recognize_image(
-        self, collection: str, image: DecodedImage, started: float | None = None, with_inliers: bool = False
+        self,
+        collection: str,
+        image: DecodedImage,
+        started: float | None = None,
+        with_inliers: bool = False,
+        frame: Features | None = None,
     ) -> FrameResult:
-        """Find every reference of `collection` in an already decoded frame (a video frame, say)."""
+        """Find every reference of `collection` in an already decoded frame (a video frame, say).
+
+        `frame`: the frame's features when they were already taken (then `features_ms` is 0).
+        """
         index = self._collections.get(collection)
         if index is None:
             raise UnknownCollection(collection)
         decoded = time.perf_counter()
         started = decoded if started is None else started
-        frame = describe_frame(image.gray, self.settings)
+        if frame is None:
+            frame = describe_frame(image.gray, self.settings)
         described = time.perf_counter()
         shortlist = index.shortlist(frame.descriptors, self.settings)
         searched = time.perf_counter()
@@ -129,6 +192,35 @@ class Recognizer:
             verify=verified_at - searched,
             match=verified_at - started,
         )
+        return result
+
+    def find_items(self, collection: str, image: DecodedImage, frame: Features, items: Iterable[str]) -> FrameResult:
+        """Look for the given items only in a described frame: no search of the whole collection.
+
+        Each item's reference is matched on its own against the frame's features and verified
+        as in full recognition, so what is found here is as sure as what recognition finds.
+        """
+        index = self._collections.get(collection)
+        if index is None:
+            raise UnknownCollection(collection)
+        result = FrameResult(width=image.width, height=image.height)
+        searching, verifying = 0.0, 0.0
+        for item in items:
+            started = time.perf_counter()
+            reference = index.cached_reference(item)
+            found = match_descriptors(frame.descriptors, reference, self.settings) if reference is not None else None
+            matched = time.perf_counter()
+            searching += matched - started
+            if reference is None or found is None:
+                continue
+            candidate = Correspondences(item, found[0], found[1], float(len(found[0])), reference)
+            verified = verify(frame, reference, candidate, self.settings)
+            verifying += time.perf_counter() - matched
+            if verified is not None:
+                H, inliers, score = verified
+                result.matches.append(to_match(reference, H, image.scale, inliers, score))
+        result.matches.sort(key=lambda m: -m.score)
+        result.timing = _milliseconds(search=searching, verify=verifying)
         return result
 
 

@@ -16,7 +16,8 @@ from collections import OrderedDict
 import numpy as np
 
 from matcher.decode import decode_image
-from matcher.model import FrameResult
+from matcher.features import describe_frame
+from matcher.model import Features, FrameResult, Match
 from matcher.recognizer import Recognizer, UnknownCollection
 from matcher.tracking import Sighting, StreamTracker
 from matcher.verification import to_match
@@ -48,8 +49,13 @@ class StreamSessions:
             self._trackers.move_to_end(key)
         return tracker
 
-    def process(self, stream: int, collection: str, data: bytes) -> FrameResult:
-        """One frame of a stream: tracked and/or recognized items, with where the time went (ms)."""
+    def process(self, stream: int, collection: str, data: bytes, at: float | None = None) -> FrameResult:
+        """One frame of a stream, received at `at` (monotonic seconds; now if None): tracked and/or recognized items.
+
+        Timing (ms): `features_ms`, `search_ms`, `verify_ms` are what recognition cost on this frame, whether
+        it searched the whole collection or only looked again for items the flow lost; `tracking_ms` is
+        following the tracks and taking in what recognition found.
+        """
         recognizer = self.recognizer
         settings = recognizer.settings
         if not recognizer.has(collection):
@@ -58,35 +64,39 @@ class StreamSessions:
         image = decode_image(data, settings.frame_max_side, settings.max_image_pixels)
         decoded = time.perf_counter()
         tracker = self._tracker(stream, collection)
-        tracker.follow(image.gray)
+        tracker.follow(image.gray, time.monotonic() if at is None else at)
         tracking = time.perf_counter() - decoded
         timing = {"features_ms": 0.0, "search_ms": 0.0, "verify_ms": 0.0}
-        recognized: list = []
-        if tracker.recognition_due:
-            found = recognizer.recognize_image(collection, image)
-            timing.update({k: found.timing[k] for k in timing})
+        recognized: list[Match] = []
+        frame: Features | None = None
+        due = tracker.recognition_due
+        lost = tracker.to_relocalize if not due else []
+        if lost:
+            # Items the flow lost (a fast move between far-apart frames, blur) or that run low on points are
+            # looked for on their own: the frame's features against their references, no collection search.
+            described = time.perf_counter()
+            frame = describe_frame(image.gray, settings)
+            timing["features_ms"] += _ms(time.perf_counter() - described)
+            found = recognizer.find_items(collection, image, frame, lost)
+            _add_steps(timing, found.timing)
             recognized = found.matches
             confirming = time.perf_counter()
-            scale = np.diag([image.scale, image.scale, 1.0])
-            sightings = []
-            for match in recognized:
-                reference = recognizer.collection(collection).reference(match.item)
-                if reference is None:
-                    continue
-                H = scale @ np.asarray(match.homography, np.float64).reshape(3, 3)
-                sightings.append(
-                    Sighting(
-                        match.item, H / H[2, 2], reference.features.width, reference.features.height,
-                        match.score, match.inliers,
-                    )
-                )
-            tracker.confirm(image.gray, sightings)
+            tracker.confirm(image.gray, self._sightings(collection, image.scale, found.matches), searched=lost)
+            tracking += time.perf_counter() - confirming
+        if due or any(tracker.tracks[item].lost for item in lost if item in tracker.tracks):
+            # Still lost: the scene may have changed altogether, so search the whole collection (with the
+            # features already taken, if any) for whatever is there now.
+            found = recognizer.recognize_image(collection, image, frame=frame)
+            _add_steps(timing, found.timing)
+            recognized = found.matches
+            confirming = time.perf_counter()
+            tracker.confirm(image.gray, self._sightings(collection, image.scale, found.matches))
             tracking += time.perf_counter() - confirming
         reporting = time.perf_counter()
         result = FrameResult(width=image.width, height=image.height)
         index = recognizer.collection(collection)
         for pose in tracker.poses():
-            reference = index.reference(pose.item)
+            reference = index.cached_reference(pose.item)
             if reference is None:  # deleted meanwhile
                 tracker.forget(pose.item)
                 continue
@@ -100,8 +110,39 @@ class StreamSessions:
         tracking += done - reporting
         result.timing = {
             "decode_ms": round((decoded - started) * 1000.0, 2),
-            **timing,
+            **{k: round(v, 2) for k, v in timing.items()},
             "tracking_ms": round(tracking * 1000.0, 2),
             "match_ms": round((done - started) * 1000.0, 2),
         }
         return result
+
+    def _sightings(self, collection: str, scale: float, matches: list[Match]) -> list[Sighting]:
+        """Recognition's matches as the tracker takes them: homographies in working-frame pixels."""
+        index = self.recognizer.collection(collection)
+        working = np.diag([scale, scale, 1.0])
+        sightings = []
+        for match in matches:
+            reference = index.cached_reference(match.item)
+            if reference is None:
+                continue
+            H = working @ np.asarray(match.homography, np.float64).reshape(3, 3)
+            sightings.append(
+                Sighting(
+                    match.item,
+                    H / H[2, 2],
+                    reference.features.width,
+                    reference.features.height,
+                    match.score,
+                    match.inliers,
+                )
+            )
+        return sightings
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def _add_steps(timing: dict[str, float], steps: dict[str, float]) -> None:
+    for key in timing:
+        timing[key] += float(steps.get(key, 0.0))

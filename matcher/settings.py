@@ -24,7 +24,7 @@ class MatcherSettings:
     """Keypoints kept per camera frame."""
     reference_features: int = 500
     """Keypoints kept per reference, summed over its scales."""
-    reference_scales: tuple[float, ...] = (1.0, 0.5)
+    reference_scales: tuple[float, ...] = (1.0, 0.5, 0.25)
     """Extra scales a reference is described at, so small appearances match too."""
     frame_oversampling: float = 3.0
     """A frame's detector finds this many times frame_features corners; the grid spreading keeps the best."""
@@ -48,7 +48,7 @@ class MatcherSettings:
     """Lowe's ratio test: best match distance / best distance in another item."""
     max_hamming: int = 80
     """Descriptor pairs further apart than this never count as matches."""
-    ivf_probe: int = 6
+    ivf_probe: int = 3
     """Inverted lists searched per descriptor."""
     same_spot_fraction: float = 0.02
     """Reference keypoints this close (fraction of the longer side) count as one spot in the ratio test."""
@@ -72,12 +72,14 @@ class MatcherSettings:
     """Guided pairs further apart than this in descriptor space are ignored."""
     min_seed_inliers: int = 8
     """A homography with fewer distinct RANSAC inliers than min_inliers, but at least this many, gets a second chance..."""
-    min_guided_inliers: int = 24
+    min_guided_inliers: int = 30
     """...and is kept if guided matching finds at least this many keypoint pairs agreeing with it."""
 
     # Tracking between recognitions (camera streams)
     recognize_every: int = 10
-    """While items are tracked, full recognition (re-verification, new items) runs on every Nth frame."""
+    """While items are tracked, full recognition (re-verification, new items) runs on every Nth frame..."""
+    recognize_every_seconds: float = 2.0
+    """...or once this long has passed since the last one, on a stream that gets few frames a second (at most every 4th)."""
     track_points: int = 80
     """Points followed by optical flow per tracked item."""
     track_point_spacing_px: int = 8

@@ -12,10 +12,21 @@ A `StreamTracker` holds one camera stream's tracks. It does no I/O and knows
 nothing about collections: recognition results come in as `Sighting`s, poses go
 out as `Pose`s, all in working-frame pixels (the decoded grayscale frame).
 
-Per frame: `follow(gray)` moves every track to the new frame; when
+Per frame: `follow(gray, at)` moves every track to the new frame; when
 `recognition_due` the caller runs full recognition on the same frame and hands
-its sightings to `confirm(gray, sightings)`; `poses()` is what to report.
+its sightings to `confirm(gray, sightings)`; otherwise, for the items in
+`to_relocalize` (a track the flow lost or that runs low on points) it may look
+for those items alone and hand what it found to `confirm(gray, sightings,
+searched=items)`. `poses()` is what to report.
 
+- A step starts with a probe: a few of the track's points are flowed through a
+  deep pyramid from where the track's recent motion predicts them (and, if that
+  fails, from where they were). Unless enough of them agree on one motion the
+  item is taken as not followable in this frame, at a fraction of the cost of
+  flowing every point (a scene that changed altogether costs about a
+  millisecond per track). The other points then start from the probe's motion,
+  so a stream that gets a frame every half second still follows an object that
+  moved a hundred pixels.
 - Each flow step is checked forward and backward; points that do not come back
   to where they started, or leave the frame, are dropped.
 - The homography is refitted (RANSAC) from the surviving points' reference
@@ -32,6 +43,7 @@ its sightings to `confirm(gray, sightings)`; `poses()` is what to report.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import cv2
@@ -41,8 +53,25 @@ from matcher.settings import MatcherSettings
 from matcher.verification import project, reference_corners
 
 _LK_WINDOW = (21, 21)
-_LK_LEVELS = 3
 _LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
+# The probe flows a few points through a deep pyramid (a move of about a hundred pixels at the working size);
+# the others start from the probe's motion, so two levels are enough for them and for the way back.
+_PROBE_POINTS = 20
+_PROBE_LEVELS = 4
+# Share of the probe one homography must explain: a hand may cover half of the object, while points flowed
+# into a scene that changed move every which way and hardly four of them agree on anything.
+_PROBE_AGREEMENT = 0.4
+_PROBE_MIN_POINTS = 6
+# The probe fits an affine motion, not a homography: RANSAC over an affine model costs a few hundredths of a
+# millisecond where a homography's costs milliseconds when there is no consensus (a scene that changed); the
+# perspective an affine motion leaves out between two frames is a few pixels, within the probe's tolerance,
+# and the full step refits the homography anyway.
+_PROBE_TOLERANCE_PX = 6.0
+_PROBE_RANSAC_ITERATIONS = 200
+_REFINE_LEVELS = 2
+# Motion is extrapolated over at most this long a gap: beyond it, where the object was is as good a guess.
+_MAX_PREDICTION_SECONDS = 1.0
+_MIN_FRAMES_BETWEEN_TIMED_RECOGNITIONS = 4  # the time rule recognizes at most every 4th frame
 _SEED_QUALITY = 0.01  # goodFeaturesToTrack: corners at least this fraction of the strongest
 _SEED_MARGIN_PX = 4  # seed points this far inside the outline, off its edges
 _SMOOTHING_FLOOR = 0.05  # smallest share of a new measurement taken in (still camera)
@@ -93,6 +122,8 @@ class Track:
     """(N, 2) float32: the same points in `anchor`, in working-frame pixels."""
     anchor: np.ndarray
     """(h, w) uint8: the last frame the points were found in."""
+    anchor_at: float
+    """When `anchor` was received, in seconds (monotonic clock)."""
     H: np.ndarray
     """(3, 3) float64: raw fit, reference -> working pixels in `anchor`."""
     corners: np.ndarray
@@ -100,6 +131,8 @@ class Track:
     seeded: int
     score: float
     inliers: int
+    velocity: np.ndarray | None = None
+    """(4, 2) float64: how fast the raw corners moved between the last two frames followed, px/s."""
     lost: int = 0
     """Consecutive frames the track could not be followed."""
     misses: int = 0
@@ -110,8 +143,8 @@ class Track:
     """Consecutive recognitions that saw the item elsewhere than the flow did."""
     recheck: bool = False
     """Recognize the next frame again: the last recognition disagreed."""
-    """Recognitions that agreed with the track since it started."""
     recognized_now: bool = False
+    """Recognition (full, or of this item alone) saw it in the current frame."""
 
 
 @dataclass
@@ -121,18 +154,36 @@ class StreamTracker:
     settings: MatcherSettings
     tracks: dict[str, Track] = field(default_factory=dict)
     frames_since_recognition: int = 0
+    recognized_at: float | None = None
+    """When full recognition last ran on this stream, in seconds (monotonic clock)."""
+    at: float = 0.0
+    """When the current frame was received, in seconds (monotonic clock)."""
 
     @property
     def recognition_due(self) -> bool:
         """Whether the current frame should go through full recognition too."""
-        if not self.tracks or self.frames_since_recognition + 1 >= self.settings.recognize_every:
+        s = self.settings
+        if not self.tracks or self.frames_since_recognition + 1 >= s.recognize_every:
             return True
-        # A track whose points run low is re-verified (and topped up) before it is lost.
-        weak = self.settings.track_reseed_fraction
-        return any(t.lost or t.recheck or len(t.points) < weak * t.seeded for t in self.tracks.values())
+        # A stream served a few frames a second still picks up new items within a bounded time; but one served
+        # a frame every few seconds (a pool far behind) is not recognized on every frame for it, which would
+        # make each of its frames dearer exactly when frames are scarce.
+        if (
+            self.recognized_at is not None
+            and self.at - self.recognized_at >= s.recognize_every_seconds
+            and self.frames_since_recognition >= _MIN_FRAMES_BETWEEN_TIMED_RECOGNITIONS
+        ):
+            return True
+        return any(t.recheck for t in self.tracks.values())
 
-    def follow(self, gray: np.ndarray) -> None:
-        """Move every track to `gray`, a (h, w) uint8 frame at working resolution."""
+    @property
+    def to_relocalize(self) -> list[str]:
+        """Items to look for on their own in the current frame: tracks the flow lost or that run low on points."""
+        return [t.item for t in self.tracks.values() if self._weak(t)]
+
+    def follow(self, gray: np.ndarray, at: float) -> None:
+        """Move every track to `gray`, a (h, w) uint8 frame at working resolution received at `at` (seconds)."""
+        self.at = at
         self.frames_since_recognition += 1
         for track in list(self.tracks.values()):
             track.recognized_now = False
@@ -141,9 +192,16 @@ class StreamTracker:
                 if track.lost > self.settings.track_max_lost_frames:
                     del self.tracks[track.item]
 
-    def confirm(self, gray: np.ndarray, sightings: list[Sighting]) -> None:
-        """Take in what full recognition found in `gray` (the frame just followed to)."""
-        self.frames_since_recognition = 0
+    def confirm(self, gray: np.ndarray, sightings: list[Sighting], searched: Collection[str] | None = None) -> None:
+        """Take in what recognition found in `gray` (the frame just followed to).
+
+        `searched`: the items recognition looked for when it looked for some items only (the others'
+        counts of missed recognitions are left alone, and so is a lost track's: the caller goes on with
+        full recognition of the frame, which counts it); None after full recognition.
+        """
+        if searched is None:
+            self.frames_since_recognition = 0
+            self.recognized_at = self.at
         seen = set()
         for sighting in sightings:
             if sighting.item in seen:
@@ -180,19 +238,20 @@ class StreamTracker:
                 fresh.corners = _smooth(track.corners, fresh.corners, self.settings.track_smoothing_px)
             self.tracks[sighting.item] = fresh
         for item, track in list(self.tracks.items()):
-            if item not in seen:
-                # Blur or a hand that stops recognition also weakens the flow: a weak or lost track is
-                # given as many frames as a lost one; a healthy track as many recognition periods.
-                track.recheck = False
-                if track.lost or len(track.points) < self.settings.track_reseed_fraction * track.seeded:
-                    track.weak_misses += 1
-                else:
-                    track.misses += 1
-                if (
-                    track.misses >= self.settings.track_max_misses
-                    or track.weak_misses > self.settings.track_max_lost_frames
-                ):
-                    del self.tracks[item]
+            if item in seen or (searched is not None and (item not in searched or track.lost)):
+                continue
+            # Blur or a hand that stops recognition also weakens the flow: a weak or lost track is
+            # given as many frames as a lost one; a healthy track as many recognition periods.
+            track.recheck = False
+            if self._weak(track):
+                track.weak_misses += 1
+            else:
+                track.misses += 1
+            if (
+                track.misses >= self.settings.track_max_misses
+                or track.weak_misses > self.settings.track_max_lost_frames
+            ):
+                del self.tracks[item]
 
     def poses(self) -> list[Pose]:
         """Every item to report for the current frame, best score first."""
@@ -215,6 +274,9 @@ class StreamTracker:
 
     # -- steps ----------------------------------------------------------------
 
+    def _weak(self, track: Track) -> bool:
+        return track.lost > 0 or len(track.points) < self.settings.track_reseed_fraction * track.seeded
+
     def _start(self, gray: np.ndarray, sighting: Sighting) -> Track | None:
         corners, _ = project(sighting.H, reference_corners(sighting.width, sighting.height))
         track = Track(
@@ -224,6 +286,7 @@ class StreamTracker:
             reference_points=np.zeros((0, 2), np.float32),
             points=np.zeros((0, 2), np.float32),
             anchor=gray,
+            anchor_at=self.at,
             H=sighting.H,
             corners=corners,
             seeded=0,
@@ -237,11 +300,17 @@ class StreamTracker:
     def _reseed(self, track: Track, gray: np.ndarray, H: np.ndarray) -> None:
         """Pick fresh corners inside the item's outline in `gray`; their reference positions come from H."""
         outline, _ = project(H, reference_corners(track.width, track.height))
-        inside = np.zeros(gray.shape, np.uint8)
-        cv2.fillConvexPoly(inside, np.round(outline).astype(np.int32), 255)
+        h, w = gray.shape
+        # Only the outline's bounding box is searched: the mask keeps corners off its edges anyway.
+        x0, y0 = np.clip(np.floor(outline.min(axis=0)).astype(int), 0, [w, h])
+        x1, y1 = np.clip(np.ceil(outline.max(axis=0)).astype(int) + 1, 0, [w, h])
+        if x1 - x0 <= 2 * _SEED_MARGIN_PX or y1 - y0 <= 2 * _SEED_MARGIN_PX:
+            return
+        inside = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillConvexPoly(inside, np.round(outline - [x0, y0]).astype(np.int32), 255)
         mask = cv2.erode(inside, np.ones((2 * _SEED_MARGIN_PX + 1,) * 2, np.uint8))
         found = cv2.goodFeaturesToTrack(
-            gray,
+            gray[y0:y1, x0:x1],
             maxCorners=self.settings.track_points,
             qualityLevel=_SEED_QUALITY,
             minDistance=self.settings.track_point_spacing_px,
@@ -249,33 +318,110 @@ class StreamTracker:
         )
         if found is None or len(found) < self.settings.track_min_points:
             return
-        points = found.reshape(-1, 2).astype(np.float32)
-        reference_points, w = project(np.linalg.inv(H), points)
-        ok = (w > 0) & np.all(np.isfinite(reference_points), axis=1)
+        points = found.reshape(-1, 2).astype(np.float32) + np.array([x0, y0], np.float32)
+        reference_points, weights = project(np.linalg.inv(H), points)
+        ok = (weights > 0) & np.all(np.isfinite(reference_points), axis=1)
         track.points = points[ok]
         track.reference_points = reference_points[ok].astype(np.float32)
         track.anchor = gray
+        track.anchor_at = self.at
         track.H = H
         track.seeded = len(track.points)
+
+    def _predicted_motion(self, track: Track) -> np.ndarray | None:
+        """(3, 3) homography from `anchor` to the current frame if the track keeps its speed; None if still."""
+        if track.velocity is None:
+            return None
+        gap = min(self.at - track.anchor_at, _MAX_PREDICTION_SECONDS)
+        if gap <= 0:
+            return None
+        before, _ = project(track.H, reference_corners(track.width, track.height))
+        shift = track.velocity * gap
+        if float(np.max(np.abs(shift))) < 1.0:
+            return None
+        return cv2.getPerspectiveTransform(before.astype(np.float32), (before + shift).astype(np.float32)).astype(
+            np.float64
+        )
+
+    def _probe(self, track: Track, gray: np.ndarray) -> np.ndarray | None:
+        """(3, 3) affine motion from `anchor` to `gray` that enough probe points agree on; None if there is none.
+
+        Tried from the predicted motion first, then from no motion (the object stopped or turned).
+        """
+        n = len(track.points)
+        chosen = np.unique(np.linspace(0, n - 1, min(_PROBE_POINTS, n)).round().astype(np.int64))
+        probe = track.points[chosen]
+        wanted = max(_PROBE_MIN_POINTS, int(np.ceil(_PROBE_AGREEMENT * len(probe))))
+        h, w = gray.shape
+        guesses = [m for m in (self._predicted_motion(track), np.eye(3)) if m is not None]
+        for motion in guesses:
+            start, _ = project(motion, probe)
+            moved, status, _ = cv2.calcOpticalFlowPyrLK(
+                track.anchor,
+                gray,
+                probe.reshape(-1, 1, 2),
+                start.astype(np.float32).reshape(-1, 1, 2),
+                winSize=_LK_WINDOW,
+                maxLevel=_PROBE_LEVELS,
+                criteria=_LK_CRITERIA,
+                flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+            )
+            if moved is None:
+                continue
+            moved = moved.reshape(-1, 2)
+            ok = (status.ravel() == 1) & np.all((moved >= 0) & (moved < [w, h]), axis=1)
+            if int(ok.sum()) < wanted:
+                continue
+            A, mask = cv2.estimateAffine2D(
+                probe[ok],
+                moved[ok],
+                method=cv2.RANSAC,
+                ransacReprojThreshold=_PROBE_TOLERANCE_PX,
+                maxIters=_PROBE_RANSAC_ITERATIONS,
+                refineIters=0,
+            )
+            if A is not None and mask is not None and int(mask.sum()) >= wanted:
+                return np.vstack([A, [0.0, 0.0, 1.0]]).astype(np.float64)
+        return None
 
     def _step(self, track: Track, gray: np.ndarray) -> bool:
         """Flow the track's points from its anchor to `gray` and refit; False if it cannot be followed."""
         s = self.settings
         if len(track.points) < s.track_min_points or track.anchor.shape != gray.shape:
             return False
+        motion = self._probe(track, gray)
+        if motion is None:
+            return False
+        # Every point starts where the probe's motion puts it, and comes back from where the
+        # inverse motion puts it: both ways only the residual is left to the (shallow) pyramid.
         p0 = track.points.reshape(-1, 1, 2)
-        # nextPts is an output here (no OPTFLOW_USE_INITIAL_FLOW); passed only to satisfy the type stubs.
+        start, _ = project(motion, track.points)
         p1, status, _ = cv2.calcOpticalFlowPyrLK(
-            track.anchor, gray, p0, p0.copy(), winSize=_LK_WINDOW, maxLevel=_LK_LEVELS, criteria=_LK_CRITERIA
+            track.anchor,
+            gray,
+            p0,
+            start.astype(np.float32).reshape(-1, 1, 2),
+            winSize=_LK_WINDOW,
+            maxLevel=_REFINE_LEVELS,
+            criteria=_LK_CRITERIA,
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
         )
         if p1 is None:
             return False
+        p1 = np.asarray(p1).reshape(-1, 2)
+        return_start, _ = project(np.linalg.inv(motion), p1)
         back, status_back, _ = cv2.calcOpticalFlowPyrLK(
-            gray, track.anchor, p1, p0.copy(), winSize=_LK_WINDOW, maxLevel=_LK_LEVELS, criteria=_LK_CRITERIA
+            gray,
+            track.anchor,
+            p1.reshape(-1, 1, 2),
+            return_start.astype(np.float32).reshape(-1, 1, 2),
+            winSize=_LK_WINDOW,
+            maxLevel=_REFINE_LEVELS,
+            criteria=_LK_CRITERIA,
+            flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
         )
         if back is None:
             return False
-        p1 = np.asarray(p1).reshape(-1, 2)
         h, w = gray.shape
         good = (
             (status.ravel() == 1)
@@ -299,9 +445,12 @@ class StreamTracker:
         if not _plausible(corners, depth, w, h) or not _similar_shape(previous, corners):
             # Blur or a hand over the object can drag the points into a consistent but wrong motion.
             return False
+        gap = self.at - track.anchor_at
+        track.velocity = (corners - previous) / gap if gap > 0 else None
         track.points = p1[inliers].astype(np.float32)
         track.reference_points = track.reference_points[inliers]
         track.anchor = gray
+        track.anchor_at = self.at
         track.H = H
         track.corners = _smooth(track.corners, corners, s.track_smoothing_px)
         track.lost = 0

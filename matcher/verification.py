@@ -87,21 +87,33 @@ def verify(
     weak = inliers < settings.min_inliers or inliers < settings.min_inlier_ratio * n or distinct < settings.min_inliers
     if weak and (distinct < settings.min_seed_inliers or not settings.refine_radii_px):
         return None
-    ref_w, ref_h = reference.features.width, reference.features.height
-    spread = np.ptp(src[inlier_mask], axis=0)
-    if (spread[0] * spread[1]) / float(ref_w * ref_h) < settings.min_inlier_spread:
+    if _inlier_spread(src[inlier_mask], reference.features) < settings.min_inlier_spread:
         return None
-    if not plausible_outline(H, ref_w, ref_h, frame.width, frame.height, settings):
-        return None
+    # Inliers bunched on one part of the reference pin that part down but may swing the far
+    # corners into an impossible outline; the guided refit over the whole reference settles them,
+    # so plausibility is judged on the refitted homography when there is one.
     refined = refine(H, frame, reference, settings)
     if refined is not None:
         if weak and refined[1] < settings.min_guided_inliers:
             return None
         H, distinct = refined[0], max(distinct, refined[1])
-    elif weak:
+    elif weak or not plausible_outline(H, reference.features.width, reference.features.height, frame.width, frame.height, settings):
         return None
     score = distinct / (distinct + 2.0 * settings.min_inliers)
     return H, distinct, round(float(score), 3)
+
+
+def _inlier_spread(points: np.ndarray, reference: Features) -> float:
+    """Area of the (K, 2) inliers' bounding box over that of all the reference's keypoints.
+
+    Measured against where the reference has keypoints at all, not its whole
+    area: a galaxy on black or a logo on a plain card has them in one spot only.
+    """
+    if len(points) == 0 or len(reference) == 0:
+        return 0.0
+    inliers = np.ptp(points, axis=0)
+    everything = np.maximum(np.ptp(reference.points, axis=0), 1.0)
+    return float(inliers[0] * inliers[1]) / float(everything[0] * everything[1])
 
 
 def guided_pairs(

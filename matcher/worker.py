@@ -2,8 +2,9 @@
 
 The server sends msgpack requests over a pipe, one at a time per worker:
   {"op": "recognize", "collection": str, "image": bytes, "inliers"?: bool}
-  {"op": "recognize", "collection": str, "image": bytes, "stream": int}
-                                              a camera stream's frame: tracked between recognitions
+  {"op": "recognize", "collection": str, "image": bytes, "stream": int, "at"?: float}
+                                              a camera stream's frame: tracked between recognitions;
+                                              `at` is when it arrived (time.monotonic(), this machine's clock)
   {"op": "describe", "image": bytes}          features of a new reference + thumbnail
 and gets one msgpack reply each: {"ok": true, ...} or {"ok": false, "code", "message"}.
 One message gets no reply, so the server can send it at any time, even while a
@@ -279,7 +280,10 @@ def _recognize(
         follower.load(collection)
     stream = request.get("stream")
     if sessions is not None and isinstance(stream, int):
-        result = sessions.process(stream, collection, request["image"])
+        at = request.get("at")
+        result = sessions.process(
+            stream, collection, request["image"], float(at) if isinstance(at, (int, float)) else None
+        )
     else:
         result = recognizer.recognize(collection, request["image"], bool(request.get("inliers")))
     return {

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bench.scenes import fit_background, jpeg, paste
-from matcher.model import Reference
+from matcher.model import FrameResult, Reference
 from matcher.recognizer import Recognizer, describe_reference_image
 from matcher.session import StreamSessions
 from matcher.settings import MatcherSettings
@@ -21,6 +21,7 @@ from tests.browser.fake_camera import quad, quad_at
 from tests.images import photo, photo_bytes
 
 REFERENCES = ["coffee.png", "astronaut.png", "rocket.jpg", "chelsea.png"]
+CAMERA_FPS = 15.0
 STILL_JITTER_PX = 1.0  # issue: corner jitter on a still camera, median
 FOLLOW_TOLERANCE_PX = 12.0  # tracked corners vs truth on a moving object (recognition alone errs by up to ~20 px here)
 
@@ -62,6 +63,19 @@ def camera(background: np.ndarray, seed: int = 1) -> Callable[..., bytes]:
     return frame
 
 
+class Camera:
+    """One stream's frames stamped as a camera sends them, 1/fps s apart, however long the test takes over each."""
+
+    def __init__(self, sessions: StreamSessions, fps: float = CAMERA_FPS) -> None:
+        self.sessions = sessions
+        self.fps = fps
+        self.sent = 0
+
+    def process(self, stream: int, collection: str, data: bytes) -> FrameResult:
+        self.sent += 1
+        return self.sessions.process(stream, collection, data, at=self.sent / self.fps)
+
+
 def corners_of(result, item: str) -> np.ndarray | None:  # type: ignore[no-untyped-def]
     for match in result.matches:
         if match.item == item:
@@ -76,7 +90,7 @@ def coffee_at(t: float) -> np.ndarray:
 
 def test_a_still_object_keeps_its_outline_still_to_a_pixel(recognizer: Recognizer, background: np.ndarray) -> None:
     frame = camera(background)
-    sessions = StreamSessions(recognizer)
+    sessions = Camera(StreamSessions(recognizer))
     truth = coffee_at(0.1)
     tracked_moves, recognized_moves, tracked = [], [], 0
     previous = previous_recognized = None
@@ -104,7 +118,7 @@ def test_a_still_object_keeps_its_outline_still_to_a_pixel(recognizer: Recognize
 
 def test_a_moving_object_is_followed_between_recognitions(recognizer: Recognizer, background: np.ndarray) -> None:
     frame = camera(background, seed=2)
-    sessions = StreamSessions(recognizer)
+    sessions = Camera(StreamSessions(recognizer))
     errors, tracked = [], 0
     for i in range(30):
         truth = coffee_at(i / 30)
@@ -122,7 +136,7 @@ def test_a_moving_object_is_followed_between_recognitions(recognizer: Recognizer
 @pytest.mark.parametrize("spoil", ["blur", "occlusion"])
 def test_a_tracked_object_survives_a_few_spoilt_frames(recognizer: Recognizer, background: np.ndarray, spoil: str) -> None:
     frame = camera(background, seed=3)
-    sessions = StreamSessions(recognizer)
+    sessions = Camera(StreamSessions(recognizer))
     truth = coffee_at(0.25)
     for _ in range(5):
         assert corners_of(sessions.process(1, "posters", frame([("coffee.png", truth)])), "coffee.png") is not None
@@ -146,7 +160,7 @@ def test_a_tracked_object_survives_a_few_spoilt_frames(recognizer: Recognizer, b
 
 def test_an_object_that_leaves_the_view_is_not_reported(recognizer: Recognizer, background: np.ndarray) -> None:
     frame = camera(background, seed=6)
-    sessions = StreamSessions(recognizer)
+    sessions = Camera(StreamSessions(recognizer))
     for _ in range(3):
         assert sessions.process(1, "posters", frame([("coffee.png", coffee_at(0.5))])).matches
     assert sessions.process(1, "posters", frame([])).matches == []
@@ -154,7 +168,7 @@ def test_an_object_that_leaves_the_view_is_not_reported(recognizer: Recognizer, 
 
 def test_an_item_entering_the_view_is_found_within_a_recognition_period(recognizer: Recognizer, background: np.ndarray) -> None:
     frame = camera(background, seed=4)
-    sessions = StreamSessions(recognizer)
+    sessions = Camera(StreamSessions(recognizer))
     coffee = quad(600, 400, (170, 240), 280, 4, 0.9)
     astronaut = quad(512, 512, (480, 240), 250, -6, 0.92)
     for _ in range(4):
@@ -167,6 +181,42 @@ def test_an_item_entering_the_view_is_found_within_a_recognition_period(recogniz
     else:
         pytest.fail("the astronaut entering the view was not found within a recognition period")
     assert corners_of(result, "coffee.png") is not None
+
+
+def test_a_stream_served_one_frame_a_second_finds_an_entering_item_within_seconds_not_frames(
+    recognizer: Recognizer, background: np.ndarray
+) -> None:
+    # Many streams sharing the workers each get a frame a second: waiting recognize_every frames would be ten
+    # seconds, so recognition also runs once recognize_every_seconds have passed.
+    settings = recognizer.settings
+    fps = 1.0
+    frame = camera(background, seed=7)
+    sessions = Camera(StreamSessions(recognizer), fps=fps)
+    coffee = quad(600, 400, (170, 240), 280, 4, 0.9)
+    astronaut = quad(512, 512, (480, 240), 250, -6, 0.92)
+    sessions.process(1, "posters", frame([("coffee.png", coffee)]))
+    waited = 0
+    while True:
+        waited += 1
+        result = sessions.process(1, "posters", frame([("coffee.png", coffee), ("astronaut.png", astronaut)]))
+        if corners_of(result, "astronaut.png") is not None:
+            break
+        assert waited < settings.recognize_every - 1, "found no sooner than the frame count alone would find it"
+    assert waited / fps <= max(settings.recognize_every_seconds, 4 / fps)
+
+
+def test_a_stream_served_a_frame_every_few_seconds_is_not_recognized_on_every_frame(
+    recognizer: Recognizer, background: np.ndarray
+) -> None:
+    frame = camera(background, seed=8)
+    sessions = Camera(StreamSessions(recognizer), fps=0.25)
+    truth = coffee_at(0.3)
+    recognized = 0
+    for _ in range(12):
+        result = sessions.process(1, "posters", frame([("coffee.png", truth)]))
+        assert corners_of(result, "coffee.png") is not None
+        recognized += result.timing["features_ms"] > 0
+    assert recognized <= 3, "a still object on a slow stream is followed by flow, recognized every 4th frame at most"
 
 
 def test_a_workers_stream_state_is_bounded_and_dropped_on_close(background: np.ndarray) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import urlparse
 
@@ -197,8 +198,16 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
             return
         if self.usage is not None:
             self.usage.count_frame(self.collection, token_of(self))
+        # `at`: when the frame arrived, so the worker's tracking knows how far apart in time its frames are
+        # (the monotonic clock is the machine's, shared with the worker processes).
         job = self.stream.submit(
-            {"op": "recognize", "collection": self.collection, "image": decoded.image, "stream": self.stream.id}
+            {
+                "op": "recognize",
+                "collection": self.collection,
+                "image": decoded.image,
+                "stream": self.stream.id,
+                "at": time.monotonic(),
+            }
         )
         asyncio.ensure_future(self._answer(decoded.id, job, binary))
 

@@ -79,3 +79,23 @@ def test_a_reference_put_again_is_still_found_by_all_its_descriptors(make_index:
         index.add(ref)
     found = {c.item: len(c.frame_indices) for c in index.shortlist(ref.features.descriptors, MatcherSettings())}
     assert found.get("again", 0) >= 0.9 * len(ref.features)
+
+
+def test_a_collection_past_a_thousand_cells_still_finds_and_forgets_each_reference() -> None:
+    # 270,000 descriptors make over a thousand inverted lists, whose centres are then searched
+    # through an index of their own: a descriptor must still reach its reference's cells.
+    rng = np.random.default_rng(6)
+    refs = [_reference(f"r{i:03d}", rng) for i in range(900)]
+    index = InvertedFileIndex()
+    index.bulk_load(refs)
+    assert index._index.nlist >= 1_024
+    settings = MatcherSettings()
+    for ref in refs[::150]:
+        noisy = ref.features.descriptors[:150].copy()
+        noisy[:, 0] ^= 0b101  # two bits off, as a camera's view of the same corner would be
+        assert [c.item for c in index.shortlist(noisy, settings)][:1] == [ref.item]
+    index.remove("r150")
+    assert "r150" not in [c.item for c in index.shortlist(refs[150].features.descriptors, settings)]
+    index.add(refs[150])
+    assert _same(index.reference("r150"), refs[150])
+    assert [c.item for c in index.shortlist(refs[150].features.descriptors, settings)][:1] == ["r150"]
