@@ -331,7 +331,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], stored: i
     lines = [
         "# Many cameras at once",
         "",
-        f"`{command}` — {stored} references stored (of {total} asked; bench/dataset.py: real photographs and tiles),",
+        f"`{command}` — {stored} references stored (of {total} asked; bench/dataset.py: real photographs and collages),",
         f"pool of {args.pool_size} matcher workers on {os.cpu_count()} cores, each camera a websocket client replaying",
         f"a 640x480 JPEG video of one reference moving in perspective at {args.fps:g} fps, sending its newest frame when",
         f"the previous reply arrived. {seconds:g} s measured per row after {args.warmup:g} s of warm-up. The load generator",

@@ -4,9 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.dataset import GENERATED_KINDS, KINDS, REAL_KINDS
 from bench.queries import LEVELS
 
 POSITIVE = ("easy", "moderate", "hard", "several")
+
+
+def _split(counts: dict[str, int]) -> tuple[int, int]:
+    """(real, generated) references among per-kind counts."""
+    return sum(counts.get(k, 0) for k in REAL_KINDS), sum(counts.get(k, 0) for k in GENERATED_KINDS)
+
+
+def _composition(counts: dict[str, int]) -> str:
+    real, generated = _split(counts)
+    real_parts = ", ".join(f"{counts[k]:,} {k}s" for k in REAL_KINDS if counts.get(k))
+    generated_parts = ", ".join(f"{counts[k]:,} {k}s" for k in GENERATED_KINDS if counts.get(k))
+    return f"{real:,} real photographs ({real_parts or 'none'}) + {generated:,} generated collages ({generated_parts or 'none'})"
+
+
+def _load(values: list[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
 
 
 def _pct(v: float | None) -> str:
@@ -54,9 +71,26 @@ def write_report(report: dict, out: Path, quick: bool = False) -> None:
     lines = [
         "# Benchmark results" + (" (quick mode: a smoke check, too few frames for the targets)" if quick else ""),
         "",
-        f"{report['frames_per_level']} frames per level, 640×480 JPEG; one worker = one process, one thread; "
+        (f"`{report['command']}`. " if "command" in report else "")
+        + f"{report['frames_per_level']} frames per level, 640×480 JPEG; one worker = one process, one thread; "
         f"pool = {report['machine']['cpus']} processes. OpenCV {report['machine']['opencv']}, FAISS {report['machine']['faiss']}. "
-        f"Run took {report['elapsed_s'] / 60:.1f} min. References refused as too poor while building: {report['refused']}.",
+        f"Run took {report['elapsed_s'] / 60:.1f} min. Load average (1 / 5 / 15 min) {_load(report['machine']['load_average_at_start'])} "
+        f"at the start and {_load(report['machine']['load_average_at_end'])} at the end: the machine was shared with other work, "
+        "so latencies are pessimistic.",
+        "",
+        "References (bench/README.md): real ones are whole photographs (landscapes, paintings, astrophotos); generated ones are "
+        "collages (posters, book and CD covers, catalogue pages, flyers) of non-overlapping crops of other photographs with "
+        "printed titles and text, and text-only pages once the crops run out. No two references share picture content. "
+        f"Refused as too poor while building: {report['refused']}.",
+        "",
+        f"Query targets (the first 100 references): {_composition(report['targets'])}.",
+        "",
+        "| collection | references |",
+        "| --- | --- |",
+    ]
+    for size, e in sizes.items():
+        lines.append(f"| {int(size):,} | {_composition(e['references'])} |")
+    lines += [
         "",
         "## Targets (largest collection)",
         "",
@@ -74,10 +108,10 @@ def write_report(report: dict, out: Path, quick: bool = False) -> None:
     ]
     for size, e in sizes.items():
         o = e["ours"]
-        refs = e["references"]
+        real, generated = _split(e["references"])
         err = o["moderate"]["median_corner_error_px"]
         lines.append(
-            f"| {int(size):,} ({refs['real']} + {refs['generated']}) | "
+            f"| {int(size):,} ({real:,} + {generated:,}) | "
             + " | ".join(_pct(o[lv]["recall"]) for lv in POSITIVE)
             + f" | {_pct(o['distractors']['false_positive_rate'])} | {err:.2f} px | "
             f"{o['all']['p50_ms']:.1f} / {o['all']['p95_ms']:.1f} | {e['fps_pool']:.0f} | {e['build_s']:.1f} s | "
@@ -85,7 +119,7 @@ def write_report(report: dict, out: Path, quick: bool = False) -> None:
         )
     lines += [
         "",
-        "## Real photographs vs generated references (tiles of large photos), recall@1",
+        "## Real photographs vs generated references (collages), recall@1",
         "",
         "| refs | " + " | ".join(f"{lv} real | {lv} generated" for lv in POSITIVE) + " |",
         "| --- | " + " | ".join("--- | ---" for _ in POSITIVE) + " |",
@@ -93,6 +127,24 @@ def write_report(report: dict, out: Path, quick: bool = False) -> None:
     for size, e in sizes.items():
         o = e["ours"]
         lines.append(f"| {int(size):,} | " + " | ".join(f"{_pct(o[lv]['recall_real'])} | {_pct(o[lv]['recall_generated'])}" for lv in POSITIVE) + " |")
+    largest = max(sizes, key=int)
+    o = sizes[largest]["ours"]
+    lines += [
+        "",
+        f"## Recall@1 per kind of reference, {int(largest):,} references (found / shown)",
+        "",
+        "Few frames per kind: read these as a direction, not a figure to the percent.",
+        "",
+        "| kind | " + " | ".join(POSITIVE) + " |",
+        "| --- | " + " | ".join("---" for _ in POSITIVE) + " |",
+    ]
+    for kind in KINDS:
+        cells = []
+        for lv in POSITIVE:
+            c = o[lv].get("recall_by_kind", {}).get(kind)
+            cells.append("–" if c is None else f"{100 * c['found'] / c['shown']:.0f} % ({c['found']}/{c['shown']})")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Plain OpenCV baseline on the same frames (ORB + BFMatcher kNN per reference + ratio test + RANSAC)",

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,10 +51,13 @@ class Outcome:
     """Returned items that are not in the frame."""
     ms: float
     kinds: list[str] = field(default_factory=list)
+    """Kind of reference (dataset.KINDS) of each placement."""
+    wrong: list[dict] = field(default_factory=list)
+    """Each returned item that is not in the frame, with its inliers (to trace false positives)."""
 
 
-def _judge(frame: Frame, found: list[tuple[str, np.ndarray]], ms: float) -> Outcome:
-    """`found` is (item, corners) best first."""
+def _judge(frame: Frame, found: list[tuple[str, np.ndarray]], ms: float, inliers: list[int] | None = None) -> Outcome:
+    """`found` is (item, corners) best first, `inliers` the count behind each (ours only)."""
     truth = {p.name: p.corners for p in frame.placements}
     hits, errors = [], []
     if frame.level in ("easy", "moderate", "hard"):
@@ -75,7 +79,12 @@ def _judge(frame: Frame, found: list[tuple[str, np.ndarray]], ms: float) -> Outc
                 ok = err <= CORNER_TOLERANCE_PX
             hits.append(ok)
     false_items = sum(1 for item, _ in found if item not in truth)
-    return Outcome(frame.level, hits, errors, false_items, ms, list(frame.kinds))
+    wrong = [
+        {"item": item, "inliers": None if inliers is None else inliers[i], "truth": sorted(truth)}
+        for i, (item, _) in enumerate(found)
+        if item not in truth
+    ]
+    return Outcome(frame.level, hits, errors, false_items, ms, list(frame.kinds), wrong)
 
 
 def run_ours(recognizer: Recognizer, frames: list[Frame]) -> list[Outcome]:
@@ -85,7 +94,7 @@ def run_ours(recognizer: Recognizer, frames: list[Frame]) -> list[Outcome]:
         result = recognizer.recognize(COLLECTION, frame.data)
         ms = (time.perf_counter() - started) * 1000.0
         found = [(m.item, np.asarray(m.corners, np.float64)) for m in result.matches]
-        out.append(_judge(frame, found, ms))
+        out.append(_judge(frame, found, ms, [m.inliers for m in result.matches]))
     return out
 
 
@@ -107,15 +116,22 @@ def summarize(outcomes: list[Outcome]) -> dict:
         s: dict = {"frames": len(rows)}
         if level == "distractors":
             s["false_positive_rate"] = sum(o.false_items > 0 for o in rows) / len(rows)
+            s["false_items"] = [w for o in rows for w in o.wrong]
         else:
             hits = [h for o in rows for h in o.found]
             s["recall"] = sum(hits) / len(hits)
-            for kind in ("real", "generated"):
+            for group in ("real", "generated"):
+                k = [h for o in rows for h, kind in zip(o.found, o.kinds, strict=True) if dataset.origin(kind) == group]
+                s[f"recall_{group}"] = sum(k) / len(k) if k else None
+            s["recall_by_kind"] = {}
+            for kind in dataset.KINDS:
                 k = [h for o in rows for h, kk in zip(o.found, o.kinds, strict=True) if kk == kind]
-                s[f"recall_{kind}"] = sum(k) / len(k) if k else None
+                if k:
+                    s["recall_by_kind"][kind] = {"found": sum(k), "shown": len(k)}
             errors = [e for o in rows for e in o.errors]
             s["median_corner_error_px"] = statistics.median(errors) if errors else None
             s["wrong_item_rate"] = sum(o.false_items > 0 for o in rows) / len(rows)
+            s["wrong_items"] = [w for o in rows for w in o.wrong]
         ms = [o.ms for o in rows]
         s["p50_ms"] = float(np.percentile(ms, 50))
         s["p95_ms"] = float(np.percentile(ms, 95))
@@ -216,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="sizes 100 and 1,000, few frames: a smoke check")
     parser.add_argument("--sizes", type=int, nargs="*", help="collection sizes (default 100 1000 10000)")
-    parser.add_argument("--with-100k", action="store_true", help="also 100,000 references (as many as the tile supply gives)")
+    parser.add_argument("--with-100k", action="store_true", help="also 100,000 references (most of them text-only pages: the crops run out)")
     parser.add_argument("--frames", type=int, help="frames per difficulty level")
     parser.add_argument("--baseline-frames", type=int, nargs="*", help="baseline frames per level at each size")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -246,17 +262,28 @@ def main(argv: list[str] | None = None) -> None:
     pool = [(s.item, s.kind, dataset.render(s)) for s in collection.specs[:first]]
     frames = queries.make_frames(7, per_level, pool, backgrounds)
     print(f"{len(frames)} frames over {len(LEVELS)} levels; references: {n_available} described, refused {collection.refused}")
+    for size, n_base in zip(sizes, base_frames, strict=True):
+        if n_base and any(b is None for b in collection.baseline[: min(size, n_available)]):
+            parser.error(f"the baseline's descriptors are kept for the first {dataset.BASELINE_CANDIDATES:,} collages only: no baseline frames at {size:,}")
 
     report: dict = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "opencv": cv2.__version__, "faiss": faiss.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "opencv": cv2.__version__,
+            "faiss": faiss.__version__,
+            "load_average_at_start": list(os.getloadavg()),
+        },
+        "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
         "frames_per_level": per_level,
+        "targets": collection.counts(first),
         "refused": collection.refused,
         "sizes": {},
     }
     for size, n_base in zip(sizes, base_frames, strict=True):
         size = min(size, n_available)
         references = collection.references(size)
-        kinds = {k: sum(1 for s in collection.specs[:size] if s.kind == k) for k in ("real", "generated")}
+        kinds = collection.counts(size)
         recognizer = Recognizer(settings)
         gc.collect()
         t0 = time.perf_counter()
@@ -264,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         build_s = time.perf_counter() - t0
         run_ours(recognizer, frames[:5])  # warm-up: first-call allocations are not a frame's cost
         ours = run_ours(recognizer, frames)
-        entry: dict = {"references": kinds, "build_s": build_s, "ours": summarize(ours)}
+        entry: dict = {"references": kinds, "build_s": build_s, "ours": summarize(ours), "load_average": list(os.getloadavg())}
         entry["fps_pool"] = pool_fps(recognizer, frames[: min(len(frames), 400)], 2)
         entry["memory_per_reference_bytes"], entry["memory_held_per_reference_bytes"] = memory_per_reference(references, settings)
         entry["add"] = time_to_add(recognizer, settings, backgrounds, size)
@@ -273,8 +300,8 @@ def main(argv: list[str] | None = None) -> None:
             baseline = Baseline(
                 [s.item for s in collection.specs[:size]],
                 [(f.width, f.height) for f in collection.features[:size]],
-                collection.baseline_points[:size],
-                collection.baseline[:size],
+                [p for p in collection.baseline_points[:size] if p is not None],
+                [d for d in collection.baseline[:size] if d is not None],
             )
             base = run_baseline(baseline, subset)
             ours_subset = [o for o, f in zip(ours, frames, strict=True) if any(f is x for x in subset)]
@@ -284,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         print(_size_line(size, entry))
         del recognizer
     report["elapsed_s"] = time.perf_counter() - started
+    report["machine"]["load_average_at_end"] = list(os.getloadavg())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(report, indent=1))
     from bench.report import write_report

@@ -5,9 +5,10 @@ Nothing here is in the repository; the images come from:
 | source | licence | used as |
 | --- | --- | --- |
 | Debian `endless-sky-data`, `images/land/*.jpg` (273 photos, 720x360) | CC-BY-SA-4.0 / public domain (see the package's copyright file) | references, and held-out backgrounds |
-| Debian `plasma-workspace-wallpapers` (largest size of each scene) | LGPL/CC-BY-SA (package copyright file) | non-overlapping tiles: generated references |
-| Debian `stellarium-data`, `nebulae/default/*.png` | various free licences (package copyright file) | references; large ones also tiled |
-| Debian `naev-data`, `dat/gfx/planet/exterior`, `dat/gfx/loading`, `dat/gfx/bkg` | CC-BY-SA / GPL (package copyright file) | references (paintings); bkg tiled |
+| Debian `plasma-workspace-wallpapers` (largest size of each scene) | LGPL/CC-BY-SA (package copyright file) | crops for generated references (collages) |
+| Debian `stellarium-data`, `nebulae/default/*.png` | various free licences (package copyright file) | references; the large ones cropped for collages |
+| Debian `naev-data`, `dat/gfx/planet/exterior`, `dat/gfx/loading`, `dat/gfx/bkg` | CC-BY-SA / GPL (package copyright file) | references (paintings); bkg cropped for collages |
+| Debian `fonts-dejavu-core`, `fonts-liberation` | Bitstream Vera derivative / SIL OFL 1.1 (package copyright files) | the type set on collages |
 | scikit-image wheel from PyPI, `skimage/data/*` | BSD-3-Clause and public domain (its README.txt) | the small fixed set of the engine tests |
 
 Fetching uses the ordinary clients: `apt-get download` + `dpkg-deb -x`, and
@@ -150,5 +151,16 @@ def painting_photos() -> list[Path]:
 
 
 def space_backdrops() -> list[Path]:
-    """Naev's large space backdrops (tiled for generated references)."""
+    """Naev's large space backdrops (cropped for generated references)."""
     return _files(debian_package("naev-data") / "usr/share/naev/dat/gfx/bkg")
+
+
+def font_files() -> list[Path]:
+    """TrueType faces of DejaVu and Liberation (sans, serif, mono, narrow; regular, bold, italic)."""
+    fonts = []
+    for package, folder in (("fonts-dejavu-core", "dejavu"), ("fonts-liberation", "liberation")):
+        root = debian_package(package) / "usr/share/fonts/truetype" / folder
+        fonts += sorted(root.glob("*.ttf"))
+    if not fonts:
+        raise SourceUnavailable("the font packages hold no .ttf files")
+    return fonts
