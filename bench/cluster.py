@@ -31,9 +31,12 @@ import httpx
 import numpy as np
 import psutil
 
-from bench import dataset, queries
+from bench import dataset, queries, single_additions
 from catchlight.client import Catchlight
+from matcher.decode import decode_image
 from matcher.embedded_redis import start_or_reuse
+from matcher.features import describe_frame
+from matcher.index import release_free_memory
 from matcher.model import Features, Reference
 from matcher.recognizer import Recognizer
 from matcher.sentinel import start_replicated
@@ -222,52 +225,91 @@ def synthetic(references: list[Reference], count: int, seed: int = 3) -> list[Re
     return made
 
 
-def _shard_child(references: list[Reference], frames: list[bytes], queue: Any) -> None:
+def _shard_child(references: list[Reference], frames: list[bytes], repeats: int, build_threads: int, queue: Any) -> None:
+    """Build one shard's index, then time every frame `repeats` times, single-threaded as a worker is.
+
+    Building and frames run on `build_threads` and one FAISS thread respectively, timed on the
+    CPU clock of this process as well as the wall clock, so that other processes competing for
+    the cores lengthen the wall times but not the CPU times. (With more than one thread on a
+    loaded machine, OpenMP threads spin while waiting for each other and the CPU time grows
+    too: build on one thread, as a worker does, to measure the work.) Each frame's figure is
+    the median of its `repeats` runs.
+    """
     cv2.setNumThreads(1)
-    faiss.omp_set_num_threads(1)
+    faiss.omp_set_num_threads(build_threads)
     gc.collect()
     process = psutil.Process()
     before = process.memory_info().rss
-    recognizer = Recognizer(MatcherSettings())
-    started = time.perf_counter()
+    settings = MatcherSettings()
+    recognizer = Recognizer(settings)
+    started, started_cpu = time.perf_counter(), time.process_time()
     recognizer.load(COLLECTION, references)
-    build_s = time.perf_counter() - started
+    build_s, build_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
     gc.collect()
     grown = process.memory_info().rss - before
-    for frame in frames[:5]:
+    faiss.omp_set_num_threads(1)
+    index = recognizer.collection(COLLECTION)
+    held = getattr(index, "index", index)  # the InvertedFileIndex under the recognizer's wrapper
+    for frame in frames[:5]:  # warm-up: the first frames pay for allocations
         recognizer.recognize(COLLECTION, frame)
-    search, match = [], []
+    load_before = os.getloadavg()[0]
+    timed: dict[str, list[float]] = {"search_cpu": [], "search_wall": [], "frame_cpu": [], "frame_wall": []}
     for frame in frames:
-        timing = recognizer.recognize(COLLECTION, frame).timing
-        search.append(timing["search_ms"])
-        match.append(timing["match_ms"])
-    queue.put({"build_s": build_s, "search": search, "match": match, "bytes_per_reference": grown / len(references)})
+        described = describe_frame(decode_image(frame, settings.frame_max_side, settings.max_image_pixels).gray, settings)
+        runs: dict[str, list[float]] = {name: [] for name in timed}
+        for _ in range(repeats):
+            wall, cpu = time.perf_counter(), time.process_time()
+            index.shortlist(described.descriptors, settings)
+            runs["search_wall"].append((time.perf_counter() - wall) * 1000)
+            runs["search_cpu"].append((time.process_time() - cpu) * 1000)
+            wall, cpu = time.perf_counter(), time.process_time()
+            recognizer.recognize(COLLECTION, frame)
+            runs["frame_wall"].append((time.perf_counter() - wall) * 1000)
+            runs["frame_cpu"].append((time.process_time() - cpu) * 1000)
+        for name, values in runs.items():
+            timed[name].append(statistics.median(values))
+    # What the index holds is what dropping it gives back: RSS growth since the fork is not a measure here,
+    # since the build frees (and hands back to the system) memory the parent's copy of the references shared.
+    descriptors = held.descriptor_count
+    holding = process.memory_info().rss
+    del index, held, recognizer
+    gc.collect()
+    release_free_memory()
+    freed = holding - process.memory_info().rss
+    queue.put({
+        "build_s": build_s, "build_cpu_s": build_cpu_s, "build_threads": build_threads, **timed,
+        "bytes_per_reference": freed / len(references), "rss_growth_per_reference": grown / len(references),
+        "descriptors": descriptors,
+        "load_average": [load_before, os.getloadavg()[0]],
+    })  # fmt: skip
 
 
-def shards(references: list[Reference], frames: list[bytes], sizes: list[int]) -> dict:
+def shards(references: list[Reference], frames: list[bytes], sizes: list[int], repeats: int = 5, build_threads: int = 1) -> dict:
     """Per-shard search time and memory per reference at each size, each in a fresh worker-like process.
 
-    Memory is measured as bench/run.py's memory_per_reference does (RSS growth of a fresh process
-    holding the references and the index), in the same process that times the frames, so a shard
-    is built once.
+    Memory is what dropping the index gives back, in the same process that times the frames, so a
+    shard is built once.
     """
     everything = synthetic(references, max(sizes))
     rows = {}
     context = multiprocessing.get_context("fork")
     for size in sizes:
         queue = context.Queue()
-        child = context.Process(target=_shard_child, args=(everything[:size], frames, queue))
+        child = context.Process(target=_shard_child, args=(everything[:size], frames, repeats, build_threads, queue))
         child.start()
         measured = queue.get()
         child.join()
         rows[str(size)] = {
             "build_s": measured["build_s"],
-            "search_ms_p50": percentile(measured["search"], 50),
-            "search_ms_p95": percentile(measured["search"], 95),
-            "match_ms_p50": percentile(measured["match"], 50),
-            "match_ms_p95": percentile(measured["match"], 95),
+            "build_cpu_s": measured["build_cpu_s"],
+            "build_threads": measured["build_threads"],
+            "descriptors": measured["descriptors"],
+            "repeats": repeats,
+            **{f"{name}_ms_p50": percentile(measured[name], 50) for name in ("search_cpu", "search_wall", "frame_cpu", "frame_wall")},
+            **{f"{name}_ms_p95": percentile(measured[name], 95) for name in ("search_cpu", "search_wall", "frame_cpu", "frame_wall")},
             "bytes_per_reference": measured["bytes_per_reference"],
-        }
+            "load_average": measured["load_average"],
+        }  # fmt: skip
         print(f"  shard of {size}: {rows[str(size)]}", flush=True)
     return rows
 
@@ -279,17 +321,22 @@ def extrapolate(rows: dict, total: int = 1_000_000) -> list[dict]:
     # The inverted file has 2·sqrt(descriptors) cells and probes a fixed number of them, so a query
     # descriptor costs ~sqrt(N) (quantizer) + ~sqrt(N) (entries in the probed cells): fit c·sqrt(N),
     # one parameter, least squares over the measured sizes.
+    # CPU times: what a frame costs a worker, whatever else the machine was doing during the run.
     roots = np.sqrt(np.array(sizes, dtype=float))
-    measured = np.array([rows[str(s)]["search_ms_p50"] for s in sizes])
+    measured = np.array([rows[str(s)]["search_cpu_ms_p50"] for s in sizes])
     c = float((measured * roots).sum() / (roots * roots).sum())
     bytes_per_ref = statistics.median(rows[str(s)]["bytes_per_reference"] for s in sizes)
-    other_ms = statistics.median(rows[str(s)]["match_ms_p50"] - rows[str(s)]["search_ms_p50"] for s in sizes)
+    other_ms = statistics.median(rows[str(s)]["frame_cpu_ms_p50"] - rows[str(s)]["search_cpu_ms_p50"] for s in sizes)
+    # Building: training the partition (lists x training points, both ~sqrt(N)) and filling it (descriptors x
+    # lists: ~N^1.5) grow faster than N: fit a power law over the measured sizes rather than assume one.
+    exponent, log_scale = np.polyfit(np.log(sizes), np.log([rows[str(s)]["build_cpu_s"] for s in sizes]), 1)
     for shard in (25_000, 50_000, 100_000, 250_000):
         search = c * float(np.sqrt(shard))
         plan.append({
             "shard_size": shard, "shards": -(-total // shard),
-            "search_ms": search, "frame_ms": search + other_ms,
+            "search_ms": search, "frame_ms": search + other_ms, "fit_c": c,
             "memory_gb_per_worker": shard * bytes_per_ref / 1e9,
+            "build_cpu_s": float(np.exp(log_scale) * shard**exponent), "build_exponent": float(exponent),
         })  # fmt: skip
     return plan
 
@@ -334,30 +381,48 @@ def write(report: dict, out: Path) -> None:
         f"(Sentinel's `down-after-milliseconds` plus the election and promotion). Recognition never stopped: its longest pause, "
         f"{f['longest_recognition_pause_s']:.2f} s, is one frame's time on a busy machine.",
         "",
+        *(single_additions.markdown(report["single_additions"]) if "single_additions" in report else []),
         "## Shards: per-shard latency and memory, extrapolated to 1M references",
         "",
-        f"One worker process (one OpenCV/FAISS thread) loading a shard of N references and recognizing {report['shard_frames']} bench "
-        "frames. References beyond the real ones are copies with 12 % of their descriptor bits flipped and their points jittered "
-        "(`bench.cluster.synthetic`), so the descriptor distribution the inverted file sees stays that of real photographs. "
-        "Memory per reference: RSS growth of a fresh process holding the references and the index (as bench/run.py `memory_per_reference`).",
+        f"One worker-like process loading a shard of N references, then recognizing {report['shard_frames']} bench "
+        "frames, each timed several times (the median of its runs is its figure). References beyond the real ones are "
+        "copies with 12 % of their descriptor bits flipped and their points jittered (`bench.cluster.synthetic`), so "
+        "the descriptor distribution the inverted file sees stays that of real photographs. The frames run on one "
+        "OpenCV/FAISS thread, as in a worker, and are timed on the process's **CPU clock** (`time.process_time`) as "
+        "well as the wall clock: other processes competing for the cores lengthen the wall times, not the CPU times, "
+        "so the CPU times are the figures to plan with. `search` is the index's shortlist (the part that grows with N); "
+        "`frame` is decode to verification. The build (training the inverted file's partition, then filling it) ran "
+        "on one thread, as a worker loads it at start. Memory per "
+        "reference: what the process's RSS falls by when the shard's index is dropped (its descriptors, ids, "
+        "position map, keypoint positions and metadata), divided by N.",
         "",
-        "| shard size | build (s) | search p50 / p95 (ms) | whole frame p50 / p95 (ms) | bytes per reference |",
-        "| --- | --- | --- | --- | --- |",
+        "| shard size | descriptors | build wall (s) / CPU (s) | search CPU p50 / p95 (ms) | search wall p50 (ms) | frame CPU p50 / p95 (ms) | frame wall p50 (ms) | bytes per reference | load average |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for size, row in report["shards"].items():
-        lines.append(f"| {int(size):,} | {row['build_s']:.1f} | {row['search_ms_p50']:.1f} / {row['search_ms_p95']:.1f} | "
-                     f"{row['match_ms_p50']:.1f} / {row['match_ms_p95']:.1f} | {row['bytes_per_reference']:,.0f} |")  # fmt: skip
+        lines.append(
+            f"| {int(size):,} | {row['descriptors']:,} | {row['build_s']:.0f} / {row['build_cpu_s']:.0f} | "
+            f"{row['search_cpu_ms_p50']:.1f} / {row['search_cpu_ms_p95']:.1f} | {row['search_wall_ms_p50']:.1f} | "
+            f"{row['frame_cpu_ms_p50']:.1f} / {row['frame_cpu_ms_p95']:.1f} | {row['frame_wall_ms_p50']:.1f} | "
+            f"{row['bytes_per_reference']:,.0f} | {row['load_average'][0]:.1f}-{row['load_average'][1]:.1f} |"
+        )
+    plan = report["plan"]
     lines += [
         "",
         "Extrapolated to 1,000,000 references. The inverted file has 2·√(descriptors) cells and probes a fixed number, so "
-        "search time per shard is fitted as c·√N (one parameter, least squares over the measured sizes); the rest of a frame "
-        "(decode, features, verification) does not depend on N; memory = median bytes per reference × N, per worker process:",
+        "a query costs ~√N for choosing the cells plus ~√N for the entries in them: search CPU time per shard is fitted "
+        f"as c·√N (one parameter, least squares over the measured sizes: c = {plan[0]['fit_c']:.3f} ms); the rest of a "
+        "frame (decode, features, verification) does not depend on N; memory = median bytes per reference × N, per "
+        f"worker process; loading (training + filling) is fitted as a·N^b over the measured sizes (b = {plan[0]['build_exponent']:.2f}):",
         "",
-        "| shard size | shards for 1M | search per shard (ms) | frame per shard (ms) | memory per worker (GB) |",
-        "| --- | --- | --- | --- | --- |",
+        "| shard size | shards for 1M | search CPU per shard (ms) | frame CPU on a shard (ms) | memory per worker (GB) | load CPU per worker (s) |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for row in report["plan"]:
-        lines.append(f"| {row['shard_size']:,} | {row['shards']} | {row['search_ms']:.1f} | {row['frame_ms']:.1f} | {row['memory_gb_per_worker']:.2f} |")
+    for row in plan:
+        lines.append(
+            f"| {row['shard_size']:,} | {row['shards']} | {row['search_ms']:.1f} | {row['frame_ms']:.1f} | "
+            f"{row['memory_gb_per_worker']:.2f} | {row['build_cpu_s']:,.0f} |"
+        )
     (out / "cluster.md").write_text("\n".join(lines) + "\n")
 
 
@@ -367,6 +432,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--shard-sizes", type=int, nargs="*", default=None)
     parser.add_argument("--resume", action="store_true", help="keep the sections already in <out>/cluster.json")
+    parser.add_argument("--only", nargs="+", default=None, metavar="SECTION",
+                        help="measure these sections again, keep the others from <out>/cluster.json")  # fmt: skip
+    parser.add_argument("--add-shard-sizes", type=int, nargs="+", default=None, metavar="N",
+                        help="measure shards of these sizes too, keeping the sizes already in <out>/cluster.json")  # fmt: skip
     args = parser.parse_args(argv)
     # One OpenCV/FAISS thread here too: the shard processes are forked from this one, and a
     # forked child deadlocks in a thread pool its parent had started.
@@ -379,7 +448,10 @@ def main(argv: list[str] | None = None) -> None:
     pool = [(s.item, s.kind, dataset.render(s)) for s in collection.specs[:100]]
     frames = [f.data for f in queries.make_frames(7, 10 if args.quick else 20, pool, backgrounds, levels=("easy", "moderate"))]
     saved = args.out / "cluster.json"
-    previous = json.loads(saved.read_text()) if args.resume and saved.exists() else {}
+    keep = args.resume or args.only or args.add_shard_sizes
+    previous = json.loads(saved.read_text()) if keep and saved.exists() else {}
+    for name in args.only or []:
+        previous.pop(name, None)
     report: dict = {
         "conditions": f"load average {os.getloadavg()[0]:.1f} at the start on {os.cpu_count()} cores",
         **previous,
@@ -393,10 +465,16 @@ def main(argv: list[str] | None = None) -> None:
         "capacity": lambda base: node_capacity(base / "capacity", references, frames, 10 if args.quick else 30, streams=4),
         "propagation": lambda base: propagation(base / "propagation", 30 if args.quick else 100),
         "failover": lambda base: failover(base / "failover", 1 if args.quick else 3),
+        "single_additions": lambda base: single_additions.measure(base, 300 if args.quick else 1000),
         "shards": lambda base: shards(
             references, frames, args.shard_sizes or ([2_000, 5_000] if args.quick else [5_000, 10_000, 20_000])
         ),
     }
+    if args.add_shard_sizes:
+        # A shard of each new size, each built once; the sizes measured before are kept as they are.
+        added = shards(references, frames, args.add_shard_sizes)
+        merged = {**report.get("shards", {}), **added}
+        report["shards"] = {size: merged[size] for size in sorted(merged, key=int)}
     for name, measure in sections.items():
         if name in report:
             continue

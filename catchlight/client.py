@@ -120,10 +120,16 @@ class Catchlight:
         collections: list[dict[str, Any]] = self._request("GET", "/v1/collections").json()["collections"]
         return collections
 
-    def create_collection(self, collection: str) -> bool:
-        """Create an empty collection; False if it existed."""
-        created: bool = self._request("PUT", f"/v1/collections/{quote(collection)}").json()["created"]
+    def create_collection(self, collection: str, group: str | None = None) -> bool:
+        """Create an empty collection (in node `group` if given); False if it existed."""
+        body = {"json": {"group": group}} if group is not None else {}
+        created: bool = self._request("PUT", f"/v1/collections/{quote(collection)}", **body).json()["created"]
         return created
+
+    def place_collection(self, collection: str, group: str) -> dict[str, Any]:
+        """Move a collection to node `group` (docs/deploy.md, "Node groups"); returns its summary."""
+        summary: dict[str, Any] = self._request("PATCH", f"/v1/collections/{quote(collection)}", json={"group": group}).json()
+        return summary
 
     def delete_collection(self, collection: str) -> None:
         self._request("DELETE", f"/v1/collections/{quote(collection)}")

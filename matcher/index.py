@@ -32,6 +32,7 @@ _RETRAIN_GROWTH = 4.0  # retrain the partition once the index grew this much sin
 _TRAINING_POINTS_PER_LIST = 20  # training descriptors per cell: 40 (FAISS's default minimum) finds the same neighbours
 _TRAINING_ROUNDS = 10  # k-means iterations: 25 (FAISS's default) takes 4.6x as long for 2 % more neighbours found
 _MAX_DEAD_SHARE = 0.5  # compact once this share of the index's rows belongs to removed references
+_REPLAYED_UNDER_LOCK = 16  # changes made during a background rebuild that are applied while holding the lock
 _CENTRES_EXACT_BELOW = 1_024  # inverted-file cells: above this their centres are searched through an index too
 _CENTRE_PROBE = 8  # cells of the centres' index searched to find a descriptor's nearest cells
 
@@ -137,30 +138,51 @@ class InvertedFileIndex(DescriptorIndex):
         if not self.background_rebuilds:
             self._rebuild(self._all_references())
             return
+        self._start_background_rebuild()
+
+    def _start_background_rebuild(self) -> None:
         snapshot = self._all_references()
         self._journal = []
-        threading.Thread(target=self._rebuild_in_background, args=(snapshot,), name="index-rebuild", daemon=True).start()
+        # FAISS's OpenMP thread count is per thread: a new thread would use every core, not the caller's choice.
+        threads = faiss.omp_get_max_threads()
+        threading.Thread(target=self._rebuild_in_background, args=(snapshot, threads), name="index-rebuild", daemon=True).start()
 
-    def _rebuild_in_background(self, snapshot: list[Reference]) -> None:
+    def _rebuild_in_background(self, snapshot: list[Reference], threads: int) -> None:
+        faiss.omp_set_num_threads(threads)
         fresh = InvertedFileIndex()
-        fresh.background_rebuilds = False
         try:
             fresh._rebuild(snapshot)
+            self._catch_up_and_take_over(fresh)
         except Exception:
             log.exception("rebuilding an index failed; the current one stays in use")
             with self._lock:
                 self._journal = None
-            return
-        with self._lock:
-            # Changes made while the new index was built go to it too, in order; then it takes over.
-            for op, change in self._journal or []:
-                if op == "add":
-                    fresh.add(change)  # type: ignore[arg-type]
-                else:
-                    fresh.remove(change)  # type: ignore[arg-type]
-            self._journal = None
-            for name in _INDEX_STATE:
-                setattr(self, name, getattr(fresh, name))
+
+    def _catch_up_and_take_over(self, fresh: InvertedFileIndex) -> None:
+        """Apply to `fresh` the changes made while it was built, in order; then it takes over.
+
+        Changes keep arriving meanwhile, so they are applied without the lock (recognition
+        goes on) until only a few are left; those and the switch hold it. The new index never
+        retrains here (that would hold the lock for a whole training): if the changes outgrew
+        its partition, the next rebuild starts in the background once it has taken over.
+        """
+        applied = 0
+        while True:
+            with self._lock:
+                pending = (self._journal or [])[applied:]
+                if len(pending) <= _REPLAYED_UNDER_LOCK:
+                    _replay(fresh, pending)
+                    for name in _INDEX_STATE:
+                        setattr(self, name, getattr(fresh, name))
+                    # The journal goes straight from this rebuild's to the next one's: never None in between,
+                    # which wait_for_rebuild (reading it without the lock) would take for "done".
+                    if self._needs_rebuild():
+                        self._start_background_rebuild()
+                    else:
+                        self._journal = None
+                    return
+            _replay(fresh, pending)
+            applied += len(pending)
 
     def wait_for_rebuild(self, timeout: float = 600.0) -> None:
         """Block until a background rebuild (if any) has taken over (for tools and tests)."""
@@ -325,6 +347,16 @@ class InvertedFileIndex(DescriptorIndex):
                 candidate = Correspondences(candidate.item, candidate.frame_indices, candidate.reference_indices, candidate.votes, reference)
             result.append(candidate)
         return result
+
+
+def _replay(index: InvertedFileIndex, changes: list[tuple[str, Reference | str]]) -> None:
+    """Apply journaled changes to an index no other thread uses yet, without retraining it."""
+    for op, change in changes:
+        item = change.item if isinstance(change, Reference) else change
+        if item in index._held:
+            index._remove_locked(item)
+        if op == "add":
+            index._append(change)  # type: ignore[arg-type]
 
 
 def _trained_inverted_file(sample: np.ndarray, lists: int) -> faiss.IndexBinaryIVF:

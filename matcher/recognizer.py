@@ -140,7 +140,8 @@ class Recognizer:
         return name in self._collections
 
     def collections(self) -> dict[str, int]:
-        return {name: len(index) for name, index in self._collections.items()}
+        """Item count of each collection held (a copy is iterated: the follower thread may load one meanwhile)."""
+        return {name: len(index) for name, index in dict(self._collections).items()}
 
     def recognize(self, collection: str, data: bytes, with_inliers: bool = False) -> FrameResult:
         """Decode a frame and find every reference of `collection` in it (with inlier positions if asked)."""

@@ -5,6 +5,7 @@ Layout (prefix `cl` by default):
   cl:col:{c}:items            SET   item ids of collection c
   cl:col:{c}:item:{id}        HASH  meta (msgpack), features (msgpack), thumb (JPEG)
   cl:col:{c}:version          INT   bumped on every change of c
+  cl:groups                   HASH  collection -> node group serving it (absent: DEFAULT_GROUP)
   cl:changes                  STREAM one entry per change: collection, item, op
 
 Every change is one MULTI/EXEC transaction that writes the item and appends
@@ -34,6 +35,8 @@ ITEM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CHANGE_LOG_LENGTH = 100_000
 CHANGE_BATCH = 1000
 """Changes read from the log at a time."""
+DEFAULT_GROUP = "default"
+"""Node group of a collection that was never placed in one."""
 
 
 class StoreError(Exception):
@@ -89,7 +92,17 @@ class Change:
     id: str
     collection: str
     item: str
-    op: str  # "put" | "delete" | "create" | "drop"
+    op: str  # "put" | "delete" | "create" | "drop" | "group" (the collection moved to another node group)
+
+
+@dataclass(frozen=True)
+class ChangeLag:
+    """How far a log position is from the end of the change log."""
+
+    changes: int
+    """Changes after the position (at most the number asked for)."""
+    seconds: float
+    """Age of the oldest of them, by the store's clock (0 when there are none)."""
 
 
 @dataclass
@@ -97,10 +110,11 @@ class CollectionSummary:
     name: str
     items: int
     version: int
+    group: str = DEFAULT_GROUP
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"collection": self.name, "items": self.items, "version": self.version}
+        return {"collection": self.name, "items": self.items, "version": self.version, "group": self.group}
 
 
 def check_collection_name(name: str) -> str:
@@ -109,6 +123,12 @@ def check_collection_name(name: str) -> str:
             "a collection name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
         )
     return name
+
+
+def check_group_name(group: str) -> str:
+    if not isinstance(group, str) or not COLLECTION_NAME.match(group):
+        raise InvalidName("a node group name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    return group
 
 
 def check_item_id(item: str) -> str:
@@ -171,7 +191,16 @@ class CollectionStore(abc.ABC):
     def thumbnail(self, collection: str, item: str) -> bytes: ...
 
     @abc.abstractmethod
-    def create_collection(self, collection: str) -> bool: ...
+    def create_collection(self, collection: str, group: str | None = None) -> bool:
+        """Create `collection` (placing it in node `group` when given); False if it existed (its group is still set)."""
+
+    @abc.abstractmethod
+    def set_group(self, collection: str, group: str) -> None:
+        """Place an existing collection in node `group`; NotFound if there is no such collection."""
+
+    @abc.abstractmethod
+    def collection_group(self, collection: str) -> str | None:
+        """The node group of `collection`, or None when there is no such collection."""
 
     @abc.abstractmethod
     def delete_collection(self, collection: str) -> None: ...
@@ -198,6 +227,10 @@ class CollectionStore(abc.ABC):
     @abc.abstractmethod
     def changes_after(self, change_id: str, block_ms: int | None) -> list[Change]:
         """Changes after `change_id`, waiting up to `block_ms` for one (None: do not wait)."""
+
+    @abc.abstractmethod
+    def lag(self, change_id: str, limit: int = CHANGE_BATCH) -> ChangeLag:
+        """How many changes (up to `limit`) follow `change_id` in the log, and how old the first of them is."""
 
 
 class RedisCollectionStore(CollectionStore):
@@ -231,6 +264,9 @@ class RedisCollectionStore(CollectionStore):
 
     def _k_changes(self) -> str:
         return f"{self.prefix}:changes"
+
+    def _k_groups(self) -> str:
+        return f"{self.prefix}:groups"
 
     def _log(self, pipe: Any, collection: str, item: str, op: str) -> None:
         pipe.incr(self._k_version(collection))
@@ -402,12 +438,16 @@ class RedisCollectionStore(CollectionStore):
 
     # -- collections --------------------------------------------------------
 
-    def create_collection(self, collection: str) -> bool:
+    def create_collection(self, collection: str, group: str | None = None) -> bool:
         check_collection_name(collection)
+        if group is not None:
+            check_group_name(group)
 
         def create() -> bool:
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.sadd(self._k_collections(), collection)
+                if group is not None:
+                    pipe.hset(self._k_groups(), collection, group)
                 self._log(pipe, collection, "", "create")
                 added, *_ = pipe.execute()
             self._replicated()
@@ -426,6 +466,7 @@ class RedisCollectionStore(CollectionStore):
                 for item in ids:
                     pipe.delete(self._k_item(collection, item))
                 pipe.delete(self._k_items(collection))
+                pipe.hdel(self._k_groups(), collection)
                 self._log(pipe, collection, "", "drop")
                 removed, *_ = pipe.execute()
             if not removed:
@@ -434,6 +475,42 @@ class RedisCollectionStore(CollectionStore):
 
         self._run(drop)
 
+    def set_group(self, collection: str, group: str) -> None:
+        check_collection_name(collection)
+        check_group_name(group)
+
+        def place() -> None:
+            with self.redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        pipe.watch(self._k_collections())
+                        if not pipe.sismember(self._k_collections(), collection):
+                            pipe.unwatch()
+                            raise NotFound(f"no collection {collection}")
+                        pipe.multi()
+                        pipe.hset(self._k_groups(), collection, group)
+                        self._log(pipe, collection, "", "group")
+                        pipe.execute()
+                        break
+                    except redis.WatchError:
+                        continue
+            self._replicated()
+
+        self._run(place)
+
+    def collection_group(self, collection: str) -> str | None:
+        def read() -> str | None:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.sismember(self._k_collections(), collection)
+                pipe.hget(self._k_groups(), collection)
+                member, group = pipe.execute()
+            if not member:
+                return None
+            return DEFAULT_GROUP if group is None else as_text(group)
+
+        result: str | None = self._run(read)
+        return result
+
     def collections(self) -> list[CollectionSummary]:
         def read() -> list[CollectionSummary]:
             names = sorted(as_text(n) for n in self.redis.smembers(self._k_collections()))
@@ -441,9 +518,11 @@ class RedisCollectionStore(CollectionStore):
                 for name in names:
                     pipe.scard(self._k_items(name))
                     pipe.get(self._k_version(name))
-                counts = pipe.execute()
+                pipe.hgetall(self._k_groups())
+                *counts, groups = pipe.execute()
+            group_of = {as_text(k): as_text(v) for k, v in groups.items()}
             return [
-                CollectionSummary(name, int(counts[2 * i]), int(counts[2 * i + 1] or 0))
+                CollectionSummary(name, int(counts[2 * i]), int(counts[2 * i + 1] or 0), group_of.get(name, DEFAULT_GROUP))
                 for i, name in enumerate(names)
             ]
 
@@ -484,6 +563,21 @@ class RedisCollectionStore(CollectionStore):
     def first_change(self) -> str:
         entries = self._run(self.redis.xrange, self._k_changes(), "-", "+", 1)
         return entries[0][0].decode() if entries else "0-0"
+
+    def lag(self, change_id: str, limit: int = CHANGE_BATCH) -> ChangeLag:
+        def read() -> ChangeLag:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xrange(self._k_changes(), f"({change_id}", "+", limit)
+                pipe.time()
+                entries, (seconds, micros) = pipe.execute()
+            if not entries:
+                return ChangeLag(0, 0.0)
+            oldest_ms, _ = change_order(as_text(entries[0][0]))
+            age = max(0.0, seconds + micros / 1e6 - oldest_ms / 1000.0)
+            return ChangeLag(len(entries), age)
+
+        result: ChangeLag = self._run(read)
+        return result
 
     def changes_after(self, change_id: str, block_ms: int | None) -> list[Change]:
         reply = self._run(self.redis.xread, {self._k_changes(): change_id}, CHANGE_BATCH, block_ms)

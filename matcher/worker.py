@@ -13,6 +13,9 @@ job runs: {"op": "forget_stream", "stream": int} (the stream closed or moved).
 A follower thread loads the collections from the store at start and then
 applies the store's change log as it grows, so an item added, changed or
 deleted anywhere reaches recognition within milliseconds, without pausing it.
+A worker of a node group (`node_group`) loads and follows only the collections
+placed in that group; it still reads the whole log, skipping the others' changes,
+so its log position means the same as every other worker's.
 """
 
 from __future__ import annotations
@@ -38,7 +41,14 @@ from matcher.process_name import WORKER, set_process_name
 from matcher.recognizer import PoorReference, Recognizer, UnknownCollection, describe_reference_image
 from matcher.session import StreamSessions
 from matcher.settings import MatcherSettings
-from matcher.store import CHANGE_BATCH, CollectionStore, RedisCollectionStore, StoreError, change_order, pack_features
+from matcher.store import (
+    CHANGE_BATCH,
+    CollectionStore,
+    RedisCollectionStore,
+    StoreError,
+    change_order,
+    pack_features,
+)
 
 log = logging.getLogger("catchlight.worker")
 
@@ -58,6 +68,20 @@ class FollowStatus:
     position: str
     """Id of the last change applied (the log position this process is current to)."""
     reloads: int
+    collections: dict[str, int]
+    """The collections this process holds, with their item counts."""
+
+
+class NotServed(LookupError):
+    """A collection placed in another node group than this worker's."""
+
+    def __init__(self, collection: str, group: str, served: str) -> None:
+        super().__init__(
+            f"collection {collection} is placed in node group {group!r}; this node serves group {served!r}: "
+            f"send it to a node of group {group!r}"
+        )
+        self.collection = collection
+        self.group = group
 
 
 class CollectionFollower:
@@ -74,9 +98,14 @@ class CollectionFollower:
         store: CollectionStore,
         recognizer: Recognizer,
         report: Callable[[FollowStatus], None] | None = None,
+        group: str = "",
     ) -> None:
         self.store = store
         self.recognizer = recognizer
+        self.group = group
+        """The node group whose collections this process holds ("": every collection)."""
+        self._group_of: dict[str, str] = {}
+        """Node group of each collection seen, so most changes are judged without asking the store."""
         self.position = "0-0"
         self.applied = 0
         self.reloads = 0
@@ -86,7 +115,20 @@ class CollectionFollower:
         self._thread = threading.Thread(target=self._follow, name="collection-follower", daemon=True)
 
     def status(self) -> FollowStatus:
-        return FollowStatus(self.state, self.position, self.reloads)
+        return FollowStatus(self.state, self.position, self.reloads, self.recognizer.collections())
+
+    def serves(self, group: str) -> bool:
+        return not self.group or group == self.group
+
+    def _served(self, collection: str, refresh: bool = False) -> bool:
+        """Whether this process holds `collection` (False also when the store has no such collection)."""
+        if refresh or collection not in self._group_of:
+            group = self.store.collection_group(collection)
+            if group is None:
+                self._group_of.pop(collection, None)
+                return False
+            self._group_of[collection] = group
+        return self.serves(self._group_of[collection])
 
     def _set(self, state: str) -> None:
         self.state = state
@@ -98,7 +140,11 @@ class CollectionFollower:
         # and applying a change twice is harmless.
         position = self.store.last_change()
         names = []
-        for summary in self.store.collections():
+        summaries = self.store.collections()
+        self._group_of = {summary.name: summary.group for summary in summaries}
+        for summary in summaries:
+            if not self.serves(summary.group):
+                continue
             self.recognizer.load(summary.name, list(self.store.references(summary.name)))
             release_free_memory()  # the references just read are garbage now
             names.append(summary.name)
@@ -107,10 +153,12 @@ class CollectionFollower:
         self.position = position
 
     def load(self, collection: str) -> None:
-        """Load one collection if the store has it (it stays unknown otherwise)."""
-        if self.store.has_collection(collection):
+        """Load one collection if the store has it (it stays unknown otherwise); NotServed if another group holds it."""
+        if self._served(collection, refresh=True):
             self.recognizer.load(collection, list(self.store.references(collection)))
             release_free_memory()
+        elif collection in self._group_of:
+            raise NotServed(collection, self._group_of[collection], self.group)
 
     def start(self) -> None:
         self._thread.start()
@@ -149,6 +197,8 @@ class CollectionFollower:
         return len(changes)
 
     def _follow(self) -> None:
+        # FAISS's OpenMP thread count is per thread; this one adds to indexes, which must not take every core.
+        faiss.omp_set_num_threads(1)
         while not self._stop.is_set():
             try:
                 self.catch_up_once()
@@ -165,9 +215,17 @@ class CollectionFollower:
 
     def apply(self, collection: str, item: str, op: str) -> None:
         if op == "drop":
+            self._group_of.pop(collection, None)
             self.recognizer.drop(collection)
-        elif op == "create":
-            self.recognizer.collection(collection)
+        elif op in ("create", "group"):
+            # A collection created in (or moved to) this node's group is loaded; one moved away is dropped.
+            if not self._served(collection, refresh=True):
+                self.recognizer.drop(collection)
+            elif not self.recognizer.has(collection):
+                self.recognizer.load(collection, list(self.store.references(collection)))
+                release_free_memory()
+        elif not self._served(collection):
+            return  # another group's collection: its items are not held here
         elif op == "delete":
             self.recognizer.collection(collection).remove(item)
         elif op == "put":
@@ -259,6 +317,8 @@ def handle(
         return {"ok": False, "code": "store_unavailable", "message": str(exc)}
     except UnknownCollection as exc:
         return {"ok": False, "code": "unknown_collection", "message": f"no collection {exc}"}
+    except NotServed as exc:
+        return {"ok": False, "code": "collection_not_served", "message": str(exc), "group": exc.group}
     except PoorReference as exc:
         return {
             "ok": False,
@@ -272,8 +332,8 @@ def handle(
         return {"ok": False, "code": "internal", "message": f"{type(exc).__name__}: {exc}"}
 
 
-def run(conn: Connection, settings: MatcherSettings, redis_url: str, prefix: str) -> None:
-    """Entry point of a worker process."""
+def run(conn: Connection, settings: MatcherSettings, redis_url: str, prefix: str, group: str = "") -> None:
+    """Entry point of a worker process; it holds the collections of node `group` ("": all of them)."""
     set_process_name(WORKER)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s")
@@ -292,7 +352,7 @@ def run(conn: Connection, settings: MatcherSettings, redis_url: str, prefix: str
         except (BrokenPipeError, OSError):
             pass
 
-    follower = CollectionFollower(RedisCollectionStore.from_url(redis_url, prefix), recognizer, report)
+    follower = CollectionFollower(RedisCollectionStore.from_url(redis_url, prefix), recognizer, report, group)
     while True:
         try:
             follower.load_all()

@@ -122,17 +122,33 @@ class Catalog:
         metadata = self.check_metadata(changes["metadata"]) if "metadata" in changes else None
         return await self.in_store(self.store.update_item, collection, item, name, metadata)
 
+    async def check_served(self, collection: str) -> None:
+        """Refuse a collection that does not exist, or that this node's group does not hold.
+
+        The workers of a node group hold only that group's collections (`node_group`); a
+        recognition for another group's collection names the group it should go to.
+        """
+        try:
+            group = await self.in_store(self.store.collection_group, collection)
+        except StoreUnavailable:
+            return  # recognition goes on from the workers' memory; they know which collections they hold
+        if group is None:
+            raise RequestRejected("unknown_collection", f"no collection {collection}")
+        served = self.settings.node_group
+        if served and group != served:
+            raise RequestRejected(
+                "collection_not_served",
+                f"collection {collection} is placed in node group {group!r}; this node serves group {served!r}: "
+                f"send it to a node of group {group!r}",
+                group=group,
+            )
+
     async def recognize(self, collection: str, image: bytes, inliers: bool = False) -> dict[str, Any]:
         """Recognize one image; the same shape as a stream result, without type and id.
 
         `inliers`: each match also gives `inlier_points`, the frame positions of its inliers.
         """
-        try:
-            known = await self.in_store(self.store.has_collection, collection)
-        except StoreUnavailable:
-            known = True  # recognition goes on from the workers' memory; they know which collections exist
-        if not known:
-            raise RequestRejected("unknown_collection", f"no collection {collection}")
+        await self.check_served(collection)
         request: dict[str, Any] = {"op": "recognize", "collection": collection, "image": image}
         if inliers:
             request["inliers"] = True

@@ -44,6 +44,12 @@ class ServerSettings:
         0, "Replicas that must confirm a collection change (WAIT) before it is acknowledged; 0: do not wait.", 0
     )
     redis_replica_timeout_seconds: float = setting(2.0, "How long a change waits for those replicas before 503.", 0.01)
+    node_group: str = setting(
+        "", "Node group this node serves: its workers hold only the collections placed in it; empty: every collection."
+    )
+    behind_after_seconds: float = setting(
+        1.0, "/healthz says behind (503) once a worker has not applied a change this much older than the newest.", 0.05
+    )
     max_message_bytes: int = setting(4 << 20, "Largest websocket message answered; larger ones get an error.", 1024)
     max_upload_bytes: int = setting(20 << 20, "Largest HTTP request body (reference upload, recognize).", 1024)
     max_image_bytes: int = setting(8 << 20, "Largest image (stream frame, recognize, reference), in bytes.", 64)

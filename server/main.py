@@ -21,7 +21,7 @@ import tornado.web
 from matcher.embedded_redis import EmbeddedRedis, RedisStartError, start_or_reuse
 from matcher.redis_client import display, sentinel_url
 from matcher.scan_store import ScanStore
-from matcher.store import RedisCollectionStore, StoreUnavailable
+from matcher.store import InvalidName, RedisCollectionStore, StoreUnavailable, check_group_name
 from server.access import Access
 from server.app import ROOT, VENDOR, make_app
 from server.catalog import Catalog
@@ -54,12 +54,18 @@ def step_load_config(args: argparse.Namespace) -> Config:
     if path is None and (ROOT / "config.yaml").exists():
         path = ROOT / "config.yaml"
     try:
-        return load_config(
+        config = load_config(
             path,
             overrides={"port": args.port, "host": args.host, "data_dir": args.data_dir, "pool_size": args.pool_size},
         )
     except ConfigError as exc:
         raise StartupError(f"configuration: {exc}") from None
+    if config.server.node_group:
+        try:
+            check_group_name(config.server.node_group)
+        except InvalidName as exc:
+            raise StartupError(f"configuration: node_group {config.server.node_group!r}: {exc}") from None
+    return config
 
 
 def step_logging() -> None:
@@ -163,10 +169,17 @@ async def serve(config: Config, redis_url: str, access: Access) -> None:
     scheduler = Scheduler(config.server.max_queued_requests)
     size = config.server.pool_size or os.cpu_count() or 1
     pool = WorkerPool(
-        size, config.matcher, redis_url, config.server.redis_prefix, config.server.job_timeout_seconds, scheduler.dispatch
+        size,
+        config.matcher,
+        redis_url,
+        config.server.redis_prefix,
+        config.server.job_timeout_seconds,
+        scheduler.dispatch,
+        config.server.node_group,
     )
     scheduler.attach(pool)
-    log.info("starting %d matcher workers", size)
+    served = f"node group {config.server.node_group!r}" if config.server.node_group else "every collection"
+    log.info("starting %d matcher workers (%s)", size, served)
     await pool.start()
     catalog = Catalog(store, scheduler, config.server)
     try:

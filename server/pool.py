@@ -54,7 +54,7 @@ class Worker:
         self.ready = False
         self.jobs_done = 0
         self.timeout_handle: object | None = None
-        self.follow: dict[str, Any] = {"state": "loading", "position": "0-0", "reloads": 0}
+        self.follow: dict[str, Any] = {"state": "loading", "position": "0-0", "reloads": 0, "collections": {}}
         """The worker's last report on following the change log (matcher.worker.FollowStatus)."""
         self.follow_at = time.monotonic()
 
@@ -72,8 +72,11 @@ class WorkerPool:
         prefix: str,
         job_timeout: float,
         on_idle: Callable[[], None],
+        group: str = "",
     ) -> None:
         self.size = size
+        self.group = group
+        """The node group whose collections the workers hold ("": all of them)."""
         self.settings = settings
         self.redis_url = redis_url
         self.prefix = prefix
@@ -103,7 +106,7 @@ class WorkerPool:
         parent, child = self._context.Pipe(duplex=True)
         process = self._context.Process(
             target=matcher_worker.run,
-            args=(child, self.settings, self.redis_url, self.prefix),
+            args=(child, self.settings, self.redis_url, self.prefix, self.group),
             name=f"catchlight-matcher-{number}",
             daemon=True,
         )

@@ -118,8 +118,7 @@ class Scans:
             rate = self.sample_rate(sample_rate)
             if os.path.getsize(video) == 0:
                 raise RequestRejected("invalid_request", "the video is empty")
-            if not await self.catalog.in_store(self.catalog.store.has_collection, collection):
-                raise RequestRejected("unknown_collection", f"no collection {collection}")
+            await self.catalog.check_served(collection)  # the scan process loads it on this node
             suffix = Path(filename).suffix
             job = ScanJob.new(
                 collection,

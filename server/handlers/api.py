@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from matcher.store import change_order, check_collection_name, check_item_id
+from matcher.store import (
+    ChangeLag,
+    StoreUnavailable,
+    change_order,
+    check_collection_name,
+    check_group_name,
+    check_item_id,
+)
 from server.access import MANAGE, READ, RECOGNIZE
 from server.catalog import RequestRejected
 from server.handlers.base import ApiHandler
@@ -61,8 +68,31 @@ class CollectionHandler(ApiHandler):
 
     async def put(self, collection: str) -> None:
         self.allow(MANAGE)
-        created = await self.catalog.in_store(self.catalog.store.create_collection, _collection(collection))
+        group = self.group_of_body(allow_empty=True)
+        created = await self.catalog.in_store(self.catalog.store.create_collection, _collection(collection), group)
         self.send_json({"collection": collection, "created": created}, 201 if created else 200)
+
+    async def patch(self, collection: str) -> None:
+        """Move a collection to another node group (docs/deploy.md, "Node groups")."""
+        self.allow(MANAGE)
+        group = self.group_of_body(allow_empty=False)
+        assert group is not None
+        await self.catalog.in_store(self.catalog.store.set_group, _collection(collection), group)
+        for summary in await self.catalog.in_store(self.catalog.store.collections):
+            if summary.name == collection:
+                self.send_json(summary.to_wire())
+                return
+        self.send_error_code("not_found", f"no collection {collection}")
+
+    def group_of_body(self, allow_empty: bool) -> str | None:
+        """The 'group' of a JSON body {"group": NAME} (None: no body, when that is allowed)."""
+        if allow_empty and not self.request.body:
+            return None
+        body = self.json_body()
+        unknown = set(body) - {"group"}
+        if unknown or "group" not in body:
+            raise RequestRejected("invalid_request", 'the body is {"group": NAME}: the node group to place the collection in')
+        return check_group_name(body["group"])
 
     async def delete(self, collection: str) -> None:
         self.allow(MANAGE)
@@ -159,30 +189,53 @@ class RecognizeHandler(LimitedBodyHandler):
 class HealthHandler(ApiHandler):
     """200 when every worker is current with the change log; 503 while loading or behind.
 
-    With the store unreachable the node still answers recognition from memory, so it
-    stays in service (200) but says so: "store_unavailable", with the log position its
-    collections are current to.
+    A worker is behind when it says so (applying a backlog, reloading) or when the change
+    log holds a change it has not applied that is older than `behind_after_seconds`: the
+    log's end is read here, so a worker that stopped reporting (hung, paused, cut off) is
+    caught too. With the store unreachable the node still answers recognition from memory,
+    so it stays in service (200) but says so: "store_unavailable", with the log position
+    its collections are current to.
     """
 
-    def get(self) -> None:
+    async def get(self) -> None:
         pool = self.application.settings["pool"]
+        settings = self.application.settings["config"].server
         ready = pool.ready_count
         follow = pool.follow_states()
-        states = {f["state"] for f in follow}
+        lags: dict[str, ChangeLag] = {}
+        store_reachable = True
+        try:
+            for position in {f["position"] for f in follow if f["state"] != "loading"}:
+                lags[position] = await self.catalog.in_store(self.catalog.store.lag, position)
+        except StoreUnavailable:
+            store_reachable = False
+        workers = []
+        for reported in follow:
+            worker = dict(reported)
+            lag = lags.get(worker["position"])
+            if lag is not None:
+                worker["behind"] = {"changes": lag.changes, "seconds": round(lag.seconds, 3)}
+                if worker["state"] == "current" and lag.changes and lag.seconds > settings.behind_after_seconds:
+                    worker["state"] = "behind"
+            workers.append(worker)
+        states = {w["state"] for w in workers}
         if not ready or "loading" in states:
             status, code = "loading", 503
         elif "behind" in states:
             status, code = "behind", 503
-        elif "disconnected" in states:
+        elif "disconnected" in states or not store_reachable:
             status, code = "store_unavailable", 200
         else:
             status, code = "ok", 200
-        positions = [f["position"] for f in follow]
+        positions = [w["position"] for w in workers]
+        held: dict[str, int] = next((w.get("collections", {}) for w in workers if w["state"] != "loading"), {})
         body = {
             "status": status,
+            "node_group": settings.node_group or None,
+            "collections": held,
             "workers": pool.size,
             "workers_ready": ready,
-            "change_log": {"position": min(positions, key=change_order) if positions else "0-0", "workers": follow},
+            "change_log": {"position": min(positions, key=change_order) if positions else "0-0", "workers": workers},
         }
         self.send_json(body, code)
 

@@ -31,6 +31,7 @@ STATUS_OF_CODE = {
     "not_found": 404,
     "method_not_allowed": 405,
     "unknown_collection": 404,
+    "collection_not_served": 421,
     "collection_full": 409,
     "image_too_large": 413,
     "metadata_too_large": 413,

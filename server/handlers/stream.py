@@ -11,10 +11,10 @@ from urllib.parse import urlparse
 
 import tornado.websocket
 
-from matcher.store import InvalidName, StoreUnavailable, check_collection_name
+from matcher.store import InvalidName, check_collection_name
 from server import protocol
 from server.access import ANONYMOUS, RECOGNIZE, Access, Forbidden, Unauthorized
-from server.catalog import Catalog
+from server.catalog import Catalog, RequestRejected
 from server.credentials import Credential
 from server.handlers.base import FORBIDDEN_MESSAGE, UNAUTHORIZED_MESSAGE, presented_secret
 from server.pool import Job, JobFailed
@@ -28,6 +28,7 @@ CLOSE_NOT_READING = 1008  # replies piled up: the client does not read them
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_UNKNOWN_COLLECTION = 4404
+CLOSE_COLLECTION_NOT_SERVED = 4421
 CLOSE_TOO_MANY_STREAMS = 4429
 CLOSE_STORE_UNAVAILABLE = 4503
 
@@ -133,14 +134,16 @@ class StreamHandler(tornado.websocket.WebSocketHandler):
         config = self.application.settings["config"]
         try:
             check_collection_name(self.collection)
-            known = await self.catalog.in_store(self.catalog.store.has_collection, self.collection)
+            # With the store unreachable this passes: the workers answer from memory, and a
+            # collection they do not hold gets unknown_collection (or collection_not_served).
+            await self.catalog.check_served(self.collection)
         except InvalidName as exc:
             self._close_with(protocol.UNKNOWN_COLLECTION, str(exc), CLOSE_UNKNOWN_COLLECTION)
             return
-        except StoreUnavailable:
-            known = True  # the workers answer from memory; a collection they do not know gets unknown_collection
-        if not known:
-            self._close_with(protocol.UNKNOWN_COLLECTION, f"no collection {self.collection}", CLOSE_UNKNOWN_COLLECTION)
+        except RequestRejected as exc:
+            not_served = exc.code == protocol.COLLECTION_NOT_SERVED
+            self._send({**protocol.error(exc.code, exc.message), **exc.details}, binary=True)  # names the group
+            self.close(CLOSE_COLLECTION_NOT_SERVED if not_served else CLOSE_UNKNOWN_COLLECTION, exc.message[:120])
             return
         if self.ws_connection is None or self.ws_connection.is_closing():
             return

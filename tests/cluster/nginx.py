@@ -25,12 +25,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def local_config(nodes: list[int], port: int, prefix: Path) -> str:
-    """deploy/nginx.conf with its upstream servers, listen address and log paths made local."""
-    text = DEPLOYED.read_text()
-    servers = "".join(f"        server 127.0.0.1:{n} max_fails=2 fail_timeout=10s;\n" for n in nodes)
-    text, count = re.subn(r"(        server 10\.0\.0\.\d+:8080[^\n]*\n)+", servers, text)
-    assert count == 1, "deploy/nginx.conf's upstream servers changed shape"
+def local_config(nodes: list[int] | dict[str, list[int]], port: int, prefix: Path, source: Path = DEPLOYED) -> str:
+    """A deploy/ nginx config with its upstream servers, listen address and log paths made local.
+
+    `nodes`: the ports of the one upstream, or the ports of each upstream by name.
+    """
+    text = source.read_text()
+    groups = nodes if isinstance(nodes, dict) else {None: nodes}
+    for name, ports in groups.items():
+        servers = "".join(f"        server 127.0.0.1:{n} max_fails=2 fail_timeout=10s;\n" for n in ports)
+        upstream = r"upstream \w+ \{" if name is None else rf"upstream {re.escape(name)} \{{"
+        text, count = re.subn(rf"({upstream}[^}}]*?\n)((?:        server 10\.0\.0\.\d+:8080[^\n]*\n)+)",
+                              lambda m, servers=servers: m.group(1) + servers, text)  # fmt: skip
+        assert count == 1, f"{source.name}'s upstream {name or ''} servers changed shape"
     text = text.replace("listen 80;", f"listen 127.0.0.1:{port};")
     text = text.replace("/var/log/nginx/catchlight.access.log", str(prefix / "access.log"))
     text = text.replace("worker_processes auto;", f"worker_processes 1;\npid {prefix / 'nginx.pid'};")
@@ -39,11 +46,11 @@ def local_config(nodes: list[int], port: int, prefix: Path) -> str:
 
 
 class Nginx:
-    def __init__(self, prefix: Path, nodes: list[int]) -> None:
+    def __init__(self, prefix: Path, nodes: list[int] | dict[str, list[int]], source: Path = DEPLOYED) -> None:
         self.prefix = prefix
         self.port = free_port()
         self.prefix.mkdir(parents=True, exist_ok=True)
-        (self.prefix / "nginx.conf").write_text(local_config(nodes, self.port, self.prefix))
+        (self.prefix / "nginx.conf").write_text(local_config(nodes, self.port, self.prefix, source))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -42,6 +42,9 @@ class FakeRecognizer:
     def drop(self, name: str) -> None:
         self.indexes.pop(name, None)
 
+    def has(self, name: str) -> bool:
+        return name in self.indexes
+
     def collections(self) -> dict[str, int]:
         return {name: len(index.items) for name, index in self.indexes.items()}
 

@@ -35,3 +35,22 @@ def test_changes_during_a_background_rebuild_reach_the_new_index() -> None:
         # A reference's own descriptors shortlist it first, before and after the swap alike.
         best = index.shortlist(references[name].features.descriptors, settings)[0]
         assert best.item == name
+
+
+def test_a_rebuild_that_fell_far_behind_takes_over_then_retrains_again_in_the_background() -> None:
+    """Changes that outgrew the partition being trained do not retrain it while holding the lock:
+    the new index takes over as trained, and the next rebuild follows in the background."""
+    rng = np.random.default_rng(1)
+    index = InvertedFileIndex()
+    references = [random_reference(f"r{i}", rng) for i in range(60)]
+    with index._lock:
+        for reference in references:  # the 8th starts a rebuild of 8 references; 52 more arrive meanwhile
+            index.add(reference)
+        snapshot_size = 8 * 500
+        assert index._journal is not None and len(index._journal) == 52
+    index.wait_for_rebuild()
+    assert index._trained_for > 4 * snapshot_size, "the index that took over, outgrown, was retrained after"
+    assert len(index) == 60
+    settings = MatcherSettings()
+    for reference in (references[0], references[59]):
+        assert index.shortlist(reference.features.descriptors, settings)[0].item == reference.item
