@@ -197,6 +197,14 @@ def refine(
         fitted, _ = cv2.findHomography(src, dst, 0)
         if fitted is None or not np.all(np.isfinite(fitted)):
             break
+        # Pairs far from the fit (a coarse keypoint's rough position, a neighbour taken for the
+        # right corner) pull the least squares off: refit once without the worst of them.
+        residual = np.linalg.norm(project(fitted, src)[0] - dst, axis=1)
+        close = residual <= max(1.5, 2.0 * float(np.median(residual)))
+        if close.sum() >= max(8, settings.min_inliers) and not close.all():
+            trimmed, _ = cv2.findHomography(src[close], dst[close], 0)
+            if trimmed is not None and np.all(np.isfinite(trimmed)):
+                fitted = trimmed
         current, count = fitted, len(r)
     if count == 0:
         return None
