@@ -81,7 +81,13 @@ def write_report(report: dict, out: Path, quick: bool = False) -> None:
         "References (bench/README.md): real ones are whole photographs (landscapes, paintings, astrophotos); generated ones are "
         "collages (posters, book and CD covers, catalogue pages, flyers) of non-overlapping crops of other photographs with "
         "printed titles and text, and text-only pages once the crops run out. No two references share picture content. "
-        f"Refused as too poor while building: {report['refused']}.",
+        f"Refused as too poor while building: {report['refused']}."
+        + (
+            f" Dropped as showing the same picture as a query target (so a frame of the target would rightly find both): "
+            f"{', '.join(report['copies_of_targets_dropped'])}; the largest collection is that much smaller."
+            if report.get("copies_of_targets_dropped")
+            else ""
+        ),
         "",
         f"Query targets (the first 100 references): {_composition(report['targets'])}.",
         "",
