@@ -75,8 +75,8 @@ def write_report(report: dict, out: Path, quick: bool = False) -> None:
         + f"{report['frames_per_level']} frames per level, 640×480 JPEG; one worker = one process, one thread; "
         f"pool = {report['machine']['cpus']} processes. OpenCV {report['machine']['opencv']}, FAISS {report['machine']['faiss']}. "
         f"Run took {report['elapsed_s'] / 60:.1f} min. Load average (1 / 5 / 15 min) {_load(report['machine']['load_average_at_start'])} "
-        f"at the start and {_load(report['machine']['load_average_at_end'])} at the end: the machine was shared with other work, "
-        "so latencies are pessimistic.",
+        f"at the start and {_load(report['machine']['load_average_at_end'])} at the end (the benchmark itself keeps one "
+        "core busy: above about 1.5 the machine was shared with other work and latencies are pessimistic).",
         "",
         "References (bench/README.md): real ones are whole photographs (landscapes, paintings, astrophotos); generated ones are "
         "collages (posters, book and CD covers, catalogue pages, flyers) of non-overlapping crops of other photographs with "
@@ -87,7 +87,8 @@ def write_report(report: dict, out: Path, quick: bool = False) -> None:
             f"{', '.join(report['copies_of_targets_dropped'])}; the largest collection is that much smaller."
             if report.get("copies_of_targets_dropped")
             else ""
-        ),
+        )
+        + _scenes_dropped(report.get("background_scenes_dropped") or {}),
         "",
         f"Query targets (the first 100 references): {_composition(report['targets'])}.",
         "",
@@ -248,3 +249,17 @@ def _plots(report: dict, out: Path) -> None:
 
 
 __all__ = ["write_report", "LEVELS"]
+
+
+def _scenes_dropped(dropped: dict[str, list[str]]) -> str:
+    """What was dropped for showing a background photograph's scene (bench/overlap.py), per pair of photos."""
+    if not dropped:
+        return ""
+    pairs: dict[tuple[str, str], int] = {}
+    for photo, background in dropped.values():
+        pairs[(photo, background)] = pairs.get((photo, background), 0) + 1
+    said = "; ".join(f"{n} made from {photo}, which shows the same place as background {background}" for (photo, background), n in sorted(pairs.items()))
+    return (
+        f" Dropped as showing a background photograph's scene (found with SIFT, not with the engine; a frame with that "
+        f"background would rightly find them): {said}."
+    )

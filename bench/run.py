@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 import psutil
 
-from bench import dataset, queries, sources
+from bench import dataset, overlap, queries, sources
 from bench.baseline import Baseline
 from bench.queries import HARD_WITHOUT, LEVELS, Frame
 from bench.scenes import corner_error, jpeg
@@ -229,14 +229,15 @@ def time_to_add(recognizer: Recognizer, settings: MatcherSettings, backgrounds: 
 
 
 def without_copies_of_targets(
-    collection: dataset.Collection, first: int, settings: MatcherSettings
+    collection: dataset.Collection, first: int, settings: MatcherSettings, also_drop: set[str] = frozenset()
 ) -> tuple[dataset.Collection, list[str]]:
     """The collection without references that show the same picture as one of the query targets.
 
     The packages hold a few pictures twice (two surveys' photographs of one
     nebula, one painting in two sizes); a frame of such a target rightly finds
     both, which would count as a wrong item. Each target's own image is
-    recognized against the whole collection and the other items found are dropped.
+    recognized against the whole collection and the other items found are
+    dropped, and so are the items in `also_drop`.
     """
     recognizer = Recognizer(settings)
     recognizer.load(COLLECTION, collection.references(len(collection.specs)))
@@ -246,7 +247,8 @@ def without_copies_of_targets(
         result = recognizer.recognize(COLLECTION, jpeg(dataset.render(spec), 90))
         copies |= {m.item for m in result.matches if m.item not in targets}
     del recognizer
-    keep = [i for i, s in enumerate(collection.specs) if s.item not in copies]
+    dropped = copies | set(also_drop)
+    keep = [i for i, s in enumerate(collection.specs) if s.item not in dropped]
     kept = dataset.Collection(
         [collection.specs[i] for i in keep],
         [collection.features[i] for i in keep],
@@ -285,11 +287,17 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
 
     collection = dataset.build_collection(max(sizes), settings)
-    collection, copies = without_copies_of_targets(collection, min(100, len(collection.specs)), settings)
+    backgrounds = [cv2.imread(p, cv2.IMREAD_COLOR) for p in dataset.background_paths()]
+    first = min(100, len(collection.specs))
+    scenes = overlap.showing_a_background(collection.specs, dataset.background_paths())
+    if any(s.item in scenes for s in collection.specs[:first]):
+        parser.error(f"query targets show a background's scene: {sorted(s.item for s in collection.specs[:first] if s.item in scenes)}")
+    collection, copies = without_copies_of_targets(collection, first, settings, set(scenes))
     if copies:
         print(f"dropped {len(copies)} references showing the same picture as a query target: {', '.join(copies)}")
+    if scenes:
+        print(f"dropped {len(scenes)} references made from a photo of a background's scene: {', '.join(sorted(scenes))}")
     n_available = len(collection.specs)
-    backgrounds = [cv2.imread(p, cv2.IMREAD_COLOR) for p in dataset.background_paths()]
     first = min(100, n_available)
     pool = [(s.item, s.kind, dataset.render(s)) for s in collection.specs[:first]]
     frames = queries.make_frames(7, per_level, pool, backgrounds)
@@ -314,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         "targets": collection.counts(first),
         "refused": collection.refused,
         "copies_of_targets_dropped": copies,
+        "background_scenes_dropped": {item: [Path(p).name for p in pair] for item, pair in sorted(scenes.items())},
         "sizes": {},
     }
     for size, n_base in zip(sizes, base_frames, strict=True):
