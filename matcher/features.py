@@ -32,7 +32,7 @@ def _spread(keypoints: list[cv2.KeyPoint], keep: int, shape: tuple[int, int], ce
     if len(keypoints) <= keep:
         return keypoints
     h, w = shape
-    xy = np.array([kp.pt for kp in keypoints], np.float32)
+    xy = cv2.KeyPoint_convert(keypoints).reshape(-1, 2)
     response = np.array([kp.response for kp in keypoints], np.float32)
     cx = np.minimum((xy[:, 0] * cells / w).astype(np.int32), cells - 1)
     cy = np.minimum((xy[:, 1] * cells / h).astype(np.int32), cells - 1)
@@ -64,7 +64,7 @@ def detect(gray: np.ndarray, count: int, grid_cells: int, oversampling: float = 
     keypoints, descriptors = orb.compute(gray, keypoints)
     if descriptors is None or len(keypoints) == 0:
         return Features.empty(w, h)
-    points = np.array([kp.pt for kp in keypoints], np.float32).reshape(-1, 2)
+    points = cv2.KeyPoint_convert(keypoints).reshape(-1, 2).astype(np.float32)
     return Features(points, np.ascontiguousarray(descriptors, np.uint8), w, h)
 
 
