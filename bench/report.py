@@ -84,7 +84,7 @@ def write_report(report: dict, out: Path, quick: bool = False) -> None:
         f"Refused as too poor while building: {report['refused']}."
         + (
             f" Dropped as showing the same picture as a query target (so a frame of the target would rightly find both): "
-            f"{', '.join(report['copies_of_targets_dropped'])}; the largest collection is that much smaller."
+            f"{', '.join(report['copies_of_targets_dropped'])}; the next collages take their places."
             if report.get("copies_of_targets_dropped")
             else ""
         )

@@ -8,6 +8,7 @@ writes `bench/results/results.md`, `results.json` and plots.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import multiprocessing
@@ -286,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     base_frames = (base_frames + [base_frames[-1]] * len(sizes))[: len(sizes)]
     started = time.perf_counter()
 
-    collection = dataset.build_collection(max(sizes), settings)
+    # A few more than the largest size, so that it is still reached after the copies below are dropped.
+    collection = dataset.build_collection(max(sizes) + max(sizes) // 100, settings)
     backgrounds = [cv2.imread(p, cv2.IMREAD_COLOR) for p in dataset.background_paths()]
     first = min(100, len(collection.specs))
     scenes = overlap.showing_a_background(collection.specs, dataset.background_paths())
@@ -297,6 +299,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"dropped {len(copies)} references showing the same picture as a query target: {', '.join(copies)}")
     if scenes:
         print(f"dropped {len(scenes)} references made from a photo of a background's scene: {', '.join(sorted(scenes))}")
+    collection = dataclasses.replace(
+        collection,
+        **{f: getattr(collection, f)[: max(sizes)] for f in ("specs", "features", "baseline", "baseline_points")},
+    )
     n_available = len(collection.specs)
     first = min(100, n_available)
     pool = [(s.item, s.kind, dataset.render(s)) for s in collection.specs[:first]]
