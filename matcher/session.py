@@ -29,6 +29,8 @@ class StreamSessions:
     def __init__(self, recognizer: Recognizer) -> None:
         self.recognizer = recognizer
         self._trackers: OrderedDict[tuple[int, str], StreamTracker] = OrderedDict()
+        self._recognized_last: int | None = None
+        """The stream whose frame this worker just ran full recognition on, if the last frame was one."""
 
     def __len__(self) -> int:
         return len(self._trackers)
@@ -69,7 +71,15 @@ class StreamSessions:
         timing = {"features_ms": 0.0, "search_ms": 0.0, "verify_ms": 0.0}
         recognized: list[Match] = []
         frame: Features | None = None
-        due = tracker.recognition_due
+        # A routine recognition right after another stream's full recognition waits one frame: the streams
+        # pinned here queue behind each frame, and two recognitions in a row double their wait. Staggered,
+        # a stream is still recognized every `recognize_every` frames, a frame later at most.
+        due = tracker.recognition_needed or (
+            tracker.recognition_routine
+            and (self._recognized_last in (None, stream) or tracker.deferred)
+        )
+        tracker.deferred = tracker.recognition_routine and not due
+        full = False
         lost = tracker.to_relocalize if not due else []
         if lost:
             # Items the flow lost (a fast move between far-apart frames, blur) or that run low on points are
@@ -87,11 +97,13 @@ class StreamSessions:
             # Still lost: the scene may have changed altogether, so search the whole collection (with the
             # features already taken, if any) for whatever is there now.
             found = recognizer.recognize_image(collection, image, frame=frame)
+            full = True
             _add_steps(timing, found.timing)
             recognized = found.matches
             confirming = time.perf_counter()
             tracker.confirm(image.gray, self._sightings(collection, image.scale, found.matches))
             tracking += time.perf_counter() - confirming
+        self._recognized_last = stream if full else None
         reporting = time.perf_counter()
         result = FrameResult(width=image.width, height=image.height)
         index = recognizer.collection(collection)

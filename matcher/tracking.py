@@ -158,23 +158,33 @@ class StreamTracker:
     """When full recognition last ran on this stream, in seconds (monotonic clock)."""
     at: float = 0.0
     """When the current frame was received, in seconds (monotonic clock)."""
+    deferred: bool = False
+    """The routine recognition due on the previous frame was put off (matcher/session.py): it runs on this one."""
 
     @property
     def recognition_due(self) -> bool:
         """Whether the current frame should go through full recognition too."""
+        return self.recognition_needed or self.recognition_routine
+
+    @property
+    def recognition_needed(self) -> bool:
+        """Recognition cannot wait: nothing is tracked, or the last recognition disagreed with the flow."""
+        return not self.tracks or any(t.recheck for t in self.tracks.values())
+
+    @property
+    def recognition_routine(self) -> bool:
+        """The periodic recognition that re-verifies the tracks and looks for new items is due (it may wait a frame)."""
         s = self.settings
-        if not self.tracks or self.frames_since_recognition + 1 >= s.recognize_every:
+        if self.frames_since_recognition + 1 >= s.recognize_every:
             return True
         # A stream served a few frames a second still picks up new items within a bounded time; but one served
         # a frame every few seconds (a pool far behind) is not recognized on every frame for it, which would
         # make each of its frames dearer exactly when frames are scarce.
-        if (
+        return (
             self.recognized_at is not None
             and self.at - self.recognized_at >= s.recognize_every_seconds
             and self.frames_since_recognition >= _MIN_FRAMES_BETWEEN_TIMED_RECOGNITIONS
-        ):
-            return True
-        return any(t.recheck for t in self.tracks.values())
+        )
 
     @property
     def to_relocalize(self) -> list[str]:

@@ -219,6 +219,32 @@ def test_a_stream_served_a_frame_every_few_seconds_is_not_recognized_on_every_fr
     assert recognized <= 3, "a still object on a slow stream is followed by flow, recognized every 4th frame at most"
 
 
+def test_streams_sharing_a_worker_take_turns_at_routine_recognition(recognizer: Recognizer, background: np.ndarray) -> None:
+    # Two cameras opened together on one worker would be due for recognition on the same round every time; the
+    # second waits a frame so that its frame does not queue behind the first one's recognition and then run its own.
+    every = recognizer.settings.recognize_every
+    frame = camera(background, seed=9)
+    shared = StreamSessions(recognizer)
+    cameras = {1: Camera(shared), 2: Camera(shared)}
+    scene = frame([("coffee.png", coffee_at(0.3))])
+    recognized: dict[int, list[int]] = {1: [], 2: []}
+    jobs = []
+    for round_ in range(4 * every):
+        for stream, cam in cameras.items():
+            result = cam.process(stream, "posters", scene)
+            assert corners_of(result, "coffee.png") is not None
+            full = result.timing["search_ms"] > 0
+            jobs.append(stream if full else None)
+            if full:
+                recognized[stream].append(round_)
+    back_to_back = [(a, b) for a, b in zip(jobs, jobs[1:]) if a is not None and b is not None and a != b]
+    assert len(back_to_back) <= 1, "only the first frames of both (nothing tracked yet) run recognition in a row"
+    for rounds in recognized.values():
+        assert len(rounds) >= 4
+        gaps = np.diff(rounds)
+        assert gaps.max() <= every + 1, f"each stream is still recognized every {every} frames, a frame late at most"
+
+
 def test_a_workers_stream_state_is_bounded_and_dropped_on_close(background: np.ndarray) -> None:
     settings = MatcherSettings(max_tracked_streams=3)
     engine = Recognizer(settings)
