@@ -76,7 +76,7 @@ class MatcherSettings:
     """...and is kept if guided matching finds at least this many keypoint pairs agreeing with it."""
 
     # Tracking between recognitions (camera streams)
-    recognize_every: int = 10
+    recognize_every: int = 9
     """While items are tracked, full recognition (re-verification, new items) runs on every Nth frame..."""
     recognize_every_seconds: float = 2.0
     """...or once this long has passed since the last one, on a stream that gets few frames a second (at most every 4th)."""

@@ -175,7 +175,7 @@ class StreamTracker:
     def recognition_routine(self) -> bool:
         """The periodic recognition that re-verifies the tracks and looks for new items is due (it may wait a frame)."""
         s = self.settings
-        if self.frames_since_recognition + 1 >= s.recognize_every:
+        if self.frames_since_recognition >= s.recognize_every:  # counted by follow(), this frame included
             return True
         # A stream served a few frames a second still picks up new items within a bounded time; but one served
         # a frame every few seconds (a pool far behind) is not recognized on every frame for it, which would
