@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -96,7 +97,21 @@ class StreamSessions:
         if due or any(tracker.tracks[item].lost for item in lost if item in tracker.tracks):
             # Still lost: the scene may have changed altogether, so search the whole collection (with the
             # features already taken, if any) for whatever is there now.
-            found = recognizer.recognize_image(collection, image, frame=frame)
+            if frame is None:
+                described = time.perf_counter()
+                frame = describe_frame(image.gray, settings)
+                timing["features_ms"] += _ms(time.perf_counter() - described)
+            followed = tracker.followed_outlines() if not tracker.recognition_needed else {}
+            if followed:
+                # A routine recognition: the items the flow follows are re-verified on their own, and only
+                # the rest of the frame is searched for new ones (the search costs as many descriptors as it
+                # is given, and those on a followed item would only find that item again).
+                again = recognizer.find_items(collection, image, frame, followed)
+                _add_steps(timing, again.timing)
+                found = recognizer.recognize_image(collection, image, frame=_outside(frame, followed.values()))
+                found.matches = again.matches + [m for m in found.matches if m.item not in followed]
+            else:
+                found = recognizer.recognize_image(collection, image, frame=frame)
             full = True
             _add_steps(timing, found.timing)
             recognized = found.matches
@@ -149,6 +164,18 @@ class StreamSessions:
                 )
             )
         return sightings
+
+
+def _outside(frame: Features, outlines: Iterable[np.ndarray]) -> Features:
+    """The frame's features that lie outside every (convex, 4-corner) outline."""
+    keep = np.ones(len(frame), bool)
+    for quad in outlines:
+        edges = np.roll(quad, -1, axis=0) - quad
+        # Inside a convex polygon: the same side of every edge.
+        offsets = frame.points[:, None, :] - quad[None, :, :]
+        cross = edges[None, :, 0] * offsets[:, :, 1] - edges[None, :, 1] * offsets[:, :, 0]
+        keep &= ~(np.all(cross > 0, axis=1) | np.all(cross < 0, axis=1))
+    return Features(frame.points[keep], frame.descriptors[keep], frame.width, frame.height)
 
 
 def _ms(seconds: float) -> float:

@@ -186,6 +186,12 @@ class StreamTracker:
             and self.frames_since_recognition >= _MIN_FRAMES_BETWEEN_TIMED_RECOGNITIONS
         )
 
+    def followed_outlines(self) -> dict[str, np.ndarray]:
+        """Outline (4, 2), in working pixels, of each item the flow followed into the current frame."""
+        return {
+            t.item: project(t.H, reference_corners(t.width, t.height))[0] for t in self.tracks.values() if not self._weak(t)
+        }
+
     @property
     def to_relocalize(self) -> list[str]:
         """Items to look for on their own in the current frame: tracks the flow lost or that run low on points."""
