@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,17 +223,28 @@ async def run_level(url: str, clips: list[list[bytes]], n: int, fps: float, warm
 
     start = time.monotonic() + 0.2
     tasks = []
+    # Independent cameras tick at unrelated instants: each starts at a random point of its frame period
+    # (seeded, so runs compare). Started together, every camera would send on the same tick and each
+    # worker would get all its streams' frames at once, a worst case no real set of cameras keeps up.
+    phases = np.random.default_rng(n).uniform(0.0, 1.0 / fps, n)
     for i, (camera, stream) in enumerate(zip(cameras, streams, strict=True)):
         clip = clips[i % len(clips)]
-        # Each camera starts at its own point of its clip, so the cameras are not in step.
+        # Each camera starts at its own point of its clip, so the cameras do not show the same thing.
         offset = (i * 7) % len(clip)
-        frames = replay(clip[offset:] + clip[:offset], fps, seconds=warmup + seconds)
+        frames = _after(phases[i], replay(clip[offset:] + clip[:offset], fps, seconds=warmup + seconds))
         tasks.append(asyncio.ensure_future(run_camera(stream, frames, recorder(camera), stats=camera.stats)))
     await asyncio.gather(*tasks, return_exceptions=True)
     for stream in streams:
         await stream.close()
     client.close()
     return cameras, start + warmup, start + warmup + seconds
+
+
+async def _after(delay: float, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`frames`, starting `delay` seconds from now."""
+    await asyncio.sleep(delay)
+    async for frame in frames:
+        yield frame
 
 
 def summarize(cameras: list[Camera], start: float, end: float, seconds: float) -> dict[str, Any]:
@@ -336,7 +348,8 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], stored: i
         "",
         f"`{command}` — {stored} references stored (of {total} asked; bench/dataset.py: real photographs and collages),",
         f"pool of {args.pool_size} matcher workers on {os.cpu_count()} cores, each camera a websocket client replaying",
-        f"a 640x480 JPEG video of one reference moving in perspective at {args.fps:g} fps, sending its newest frame when",
+        f"a 640x480 JPEG video of one reference moving in perspective at {args.fps:g} fps (each camera's first tick at a",
+        "random point of its frame period, as independent cameras tick), sending its newest frame when",
         f"the previous reply arrived. {seconds:g} s measured per row after {args.warmup:g} s of warm-up. The load generator",
         "runs on the same machine (its CPU is the last column); `load` is the 1-minute load average before and after",
         "the row (other work on the machine included).",

@@ -239,7 +239,7 @@ def test_streams_sharing_a_worker_take_turns_at_routine_recognition(recognizer: 
             jobs.append(stream if full else None)
             if full:
                 recognized[stream].append(round_)
-    back_to_back = [(a, b) for a, b in zip(jobs, jobs[1:]) if a is not None and b is not None and a != b]
+    back_to_back = [(a, b) for a, b in zip(jobs[:-1], jobs[1:], strict=True) if a is not None and b is not None and a != b]
     assert len(back_to_back) <= 1, "only the first frames of both (nothing tracked yet) run recognition in a row"
     for rounds in recognized.values():
         assert len(rounds) >= 4
