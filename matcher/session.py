@@ -103,9 +103,9 @@ class StreamSessions:
                 timing["features_ms"] += _ms(time.perf_counter() - described)
             followed = tracker.followed_outlines() if not tracker.recognition_needed else {}
             if followed:
-                # A routine recognition: the items the flow follows are re-verified on their own, and only
-                # the rest of the frame is searched for new ones (the search costs as many descriptors as it
-                # is given, and those on a followed item would only find that item again).
+                # The items the flow still follows are re-verified on their own, and only the rest of the
+                # frame is searched for new or lost ones (the search costs as many descriptors as it is
+                # given, and those on a followed item would only find that item again).
                 again = recognizer.find_items(collection, image, frame, followed)
                 _add_steps(timing, again.timing)
                 found = recognizer.recognize_image(collection, image, frame=_outside(frame, followed.values()))

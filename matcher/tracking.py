@@ -13,8 +13,9 @@ nothing about collections: recognition results come in as `Sighting`s, poses go
 out as `Pose`s, all in working-frame pixels (the decoded grayscale frame).
 
 Per frame: `follow(gray, at)` moves every track to the new frame; when
-`recognition_due` the caller runs full recognition on the same frame and hands
-its sightings to `confirm(gray, sightings)`; otherwise, for the items in
+`recognition_needed` (or `recognition_routine`, which the caller may put off a
+frame) it runs full recognition on the same frame and hands its sightings to
+`confirm(gray, sightings)`; otherwise, for the items in
 `to_relocalize` (a track the flow lost or that runs low on points) it may look
 for those items alone and hand what it found to `confirm(gray, sightings,
 searched=items)`. `poses()` is what to report.
@@ -160,11 +161,6 @@ class StreamTracker:
     """When the current frame was received, in seconds (monotonic clock)."""
     deferred: bool = False
     """The routine recognition due on the previous frame was put off (matcher/session.py): it runs on this one."""
-
-    @property
-    def recognition_due(self) -> bool:
-        """Whether the current frame should go through full recognition too."""
-        return self.recognition_needed or self.recognition_routine
 
     @property
     def recognition_needed(self) -> bool:
