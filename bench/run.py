@@ -260,6 +260,27 @@ def without_copies_of_targets(
     return kept, sorted(copies)
 
 
+def prepare_collection(
+    size: int, settings: MatcherSettings
+) -> tuple[dataset.Collection, list[str], dict[str, tuple[str, str]]]:
+    """The benchmark's references, `size` of them: the collection, the copies of targets and the scenes dropped."""
+    # A few more than the size, so that it is still reached after the references below are dropped.
+    collection = dataset.build_collection(size + size // 100, settings)
+    first = min(100, len(collection.specs))
+    scenes = overlap.showing_a_background(collection.specs, dataset.background_paths())
+    if any(s.item in scenes for s in collection.specs[:first]):
+        raise SystemExit(f"query targets show a background's scene: {sorted(s.item for s in collection.specs[:first] if s.item in scenes)}")
+    collection, copies = without_copies_of_targets(collection, first, settings, set(scenes))
+    if copies:
+        print(f"dropped {len(copies)} references showing the same picture as a query target: {', '.join(copies)}")
+    if scenes:
+        print(f"dropped {len(scenes)} references made from a photo of a background's scene: {', '.join(sorted(scenes))}")
+    trimmed = dataclasses.replace(
+        collection, **{f: getattr(collection, f)[:size] for f in ("specs", "features", "baseline", "baseline_points")}
+    )
+    return trimmed, copies, scenes
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="sizes 100 and 1,000, few frames: a smoke check")
@@ -287,22 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     base_frames = (base_frames + [base_frames[-1]] * len(sizes))[: len(sizes)]
     started = time.perf_counter()
 
-    # A few more than the largest size, so that it is still reached after the copies below are dropped.
-    collection = dataset.build_collection(max(sizes) + max(sizes) // 100, settings)
+    collection, copies, scenes = prepare_collection(max(sizes), settings)
     backgrounds = [cv2.imread(p, cv2.IMREAD_COLOR) for p in dataset.background_paths()]
-    first = min(100, len(collection.specs))
-    scenes = overlap.showing_a_background(collection.specs, dataset.background_paths())
-    if any(s.item in scenes for s in collection.specs[:first]):
-        parser.error(f"query targets show a background's scene: {sorted(s.item for s in collection.specs[:first] if s.item in scenes)}")
-    collection, copies = without_copies_of_targets(collection, first, settings, set(scenes))
-    if copies:
-        print(f"dropped {len(copies)} references showing the same picture as a query target: {', '.join(copies)}")
-    if scenes:
-        print(f"dropped {len(scenes)} references made from a photo of a background's scene: {', '.join(sorted(scenes))}")
-    collection = dataclasses.replace(
-        collection,
-        **{f: getattr(collection, f)[: max(sizes)] for f in ("specs", "features", "baseline", "baseline_points")},
-    )
     n_available = len(collection.specs)
     first = min(100, n_available)
     pool = [(s.item, s.kind, dataset.render(s)) for s in collection.specs[:first]]
