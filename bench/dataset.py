@@ -275,7 +275,6 @@ class Described:
 
 def _describe_batch(args: tuple[list[ReferenceSpec], MatcherSettings, bool]) -> list[tuple]:
     specs, settings, with_baseline = args
-    cv2.setNumThreads(1)
     from bench.baseline import describe_reference as baseline_describe
 
     out = []
@@ -355,6 +354,10 @@ def _described(
         crop_store(log)  # cut before forking, so the workers share it
     batches = [specs[i : i + 25] for i in range(0, len(specs), 25)]
     rows: list[Described] = []
+    # One image per process and no OpenCV threads, set here before forking and inherited: a child that
+    # reconfigures a thread pool its parent had running (cutting the crops above starts one) hangs in it,
+    # since the pool's threads were not copied.
+    cv2.setNumThreads(1)
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         for batch, results in zip(
             batches, pool.imap(_describe_batch, [(b, settings, with_baseline) for b in batches]), strict=True

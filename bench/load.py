@@ -85,9 +85,6 @@ class Camera:
 
 def upload_references(url: str, total: int) -> tuple[list[np.ndarray], int]:
     """Upload `total` references; returns the first few images (the cameras' targets) and how many were stored."""
-    # Before build_collection forks its describing processes: a child that reconfigures an OpenCV
-    # thread pool its parent had running hangs (the pool's threads were not copied).
-    cv2.setNumThreads(1)
     collection = dataset.build_collection(total, MatcherSettings())
     specs = collection.specs[:total]
 

@@ -106,9 +106,6 @@ def all_applied(http: httpx.Client, change: str) -> bool:
 
 def measure(base: Path, count: int = 1000, rounds: int = 2) -> dict[str, Any]:
     settings = MatcherSettings()
-    # Before build_collection forks its describing processes: a child that reconfigures an OpenCV
-    # thread pool its parent had running hangs (the pool's threads were not copied).
-    cv2.setNumThreads(1)
     collection = dataset.build_collection(1000, settings)
     backgrounds = [cv2.imread(p, cv2.IMREAD_COLOR) for p in dataset.background_paths()]
     shown = [(s.item, s.kind, dataset.render(s)) for s in collection.specs[: min(100, count)]]
