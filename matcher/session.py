@@ -75,11 +75,9 @@ class StreamSessions:
         # A routine recognition right after another stream's full recognition waits one frame: the streams
         # pinned here queue behind each frame, and two recognitions in a row double their wait. Staggered,
         # a stream is still recognized every `recognize_every` frames, a frame later at most.
-        due = tracker.recognition_needed or (
-            tracker.recognition_routine
-            and (self._recognized_last in (None, stream) or tracker.deferred)
-        )
-        tracker.deferred = tracker.recognition_routine and not due
+        routine = tracker.recognition_routine
+        due = tracker.recognition_needed or (routine and (self._recognized_last in (None, stream) or tracker.deferred))
+        tracker.deferred = routine and not due
         full = False
         lost = tracker.to_relocalize if not due else []
         if lost:
