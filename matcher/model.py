@@ -72,6 +72,8 @@ class Match:
     """True when the item was followed by optical flow from an earlier frame, not recognized in this one."""
     inlier_points: list[list[float]] | None = None
     """Frame positions of the inliers, in full-frame pixels; only when asked for (it is bulky)."""
+    coverage: float = 1.0
+    """0-1: how much of the reference the pose rests on (verification.coverage); not sent to clients."""
 
     def to_wire(self) -> dict[str, Any]:
         wire = {

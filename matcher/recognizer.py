@@ -180,9 +180,10 @@ class Recognizer:
                 continue
             verified = verify(frame, reference, candidate, self.settings)
             if verified is not None:
-                H, inliers, score = verified
-                points = inlier_points(frame, reference, candidate, H, self.settings) if with_inliers else None
-                result.matches.append(to_match(reference, H, image.scale, inliers, score, points))
+                points = inlier_points(frame, reference, candidate, verified.H, self.settings) if with_inliers else None
+                result.matches.append(
+                    to_match(reference, verified.H, image.scale, verified.inliers, verified.score, points, verified.coverage)
+                )
         verified_at = time.perf_counter()
         result.matches.sort(key=lambda m: -m.score)
         result.timing = _milliseconds(
@@ -217,8 +218,9 @@ class Recognizer:
             verified = verify(frame, reference, candidate, self.settings)
             verifying += time.perf_counter() - matched
             if verified is not None:
-                H, inliers, score = verified
-                result.matches.append(to_match(reference, H, image.scale, inliers, score))
+                result.matches.append(
+                    to_match(reference, verified.H, image.scale, verified.inliers, verified.score, coverage=verified.coverage)
+                )
         result.matches.sort(key=lambda m: -m.score)
         result.timing = _milliseconds(search=searching, verify=verifying)
         return result

@@ -159,6 +159,7 @@ class StreamSessions:
                     reference.features.height,
                     match.score,
                     match.inliers,
+                    match.coverage,
                 )
             )
         return sightings

@@ -94,6 +94,8 @@ class MatcherSettings:
     """RANSAC inlier threshold of the tracked homography, in working-frame pixels."""
     track_agreement_px: float = 6.0
     """Recognition and tracking poses this close (largest corner distance) are the same; else recognition wins."""
+    track_override_min_coverage: float = 0.3
+    """A recognized pose resting on less of the reference than this never replaces a followed track's."""
     track_smoothing_px: float = 2.0
     """Corner moves well below this are damped (still camera); larger ones are taken as they are."""
     track_max_lost_frames: int = 4

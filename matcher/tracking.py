@@ -95,6 +95,8 @@ class Sighting:
     height: int
     score: float
     inliers: int
+    coverage: float = 1.0
+    """How much of the reference the pose rests on (verification.coverage)."""
 
 
 @dataclass(frozen=True)
@@ -222,8 +224,12 @@ class StreamTracker:
             track = self.tracks.get(sighting.item)
             if track is not None and not track.lost and not self._agrees(track, sighting.H):
                 # Recognition can be wrong too (a hand over half the object leaves few, bunched
-                # matches): believe it over a track that still follows only when the very next
-                # frame's recognition says the same.
+                # matches): a pose resting on a small part of the reference never overrides a
+                # track that still follows; another is believed only when the very next frame's
+                # recognition says the same.
+                if sighting.coverage < self.settings.track_override_min_coverage:
+                    track.misses = 0
+                    continue
                 track.disagreements += 1
                 if track.disagreements < 2:
                     track.misses = 0

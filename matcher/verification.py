@@ -9,6 +9,8 @@ repeated spot.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 
@@ -60,8 +62,8 @@ def verify(
     reference: Reference,
     correspondences: Correspondences,
     settings: MatcherSettings,
-) -> tuple[np.ndarray, int, float] | None:
-    """Homography reference pixels -> frame pixels, inlier count and score; None if rejected."""
+) -> Verified | None:
+    """Homography reference pixels -> frame pixels, inlier count, score and coverage; None if rejected."""
     n = len(correspondences.frame_indices)
     if n < max(4, settings.min_inliers):
         return None
@@ -94,13 +96,31 @@ def verify(
     # so plausibility is judged on the refitted homography when there is one.
     refined = refine(H, frame, reference, settings)
     if refined is not None:
-        if weak and refined[1] < settings.min_guided_inliers:
+        if weak and refined.pairs < settings.min_guided_inliers:
             return None
-        H, distinct = refined[0], max(distinct, refined[1])
+        H, distinct, support = refined.H, max(distinct, refined.pairs), refined.support
     elif weak or not plausible_outline(H, reference.features.width, reference.features.height, frame.width, frame.height, settings):
         return None
+    else:
+        support = src[inlier_mask]
     score = distinct / (distinct + 2.0 * settings.min_inliers)
-    return H, distinct, round(float(score), 3)
+    return Verified(H, distinct, round(float(score), 3), coverage(support, reference.features))
+
+
+def coverage(points: np.ndarray, reference: Features) -> float:
+    """0-1: area of the (K, 2) reference points' convex hull over that of all the reference's keypoints.
+
+    A homography fitted on pairs from one small part of a reference (a hand over
+    the rest, most of it out of the frame) pins that part down but may put the
+    far corners tens of pixels off: the tracker does not let such a pose override
+    one it follows.
+    """
+    if len(points) < 3 or len(reference) < 3:
+        return 0.0
+    everything = cv2.contourArea(cv2.convexHull(reference.points.astype(np.float32)))
+    if everything <= 0.0:
+        return 0.0
+    return round(min(1.0, cv2.contourArea(cv2.convexHull(points.astype(np.float32))) / everything), 3)
 
 
 def _inlier_spread(points: np.ndarray, reference: Features) -> float:
@@ -175,9 +195,25 @@ def guided_pairs(
     return r[first_f].astype(np.int64), f[first_f].astype(np.int64)
 
 
-def refine(
-    H: np.ndarray, frame: Features, reference: Reference, settings: MatcherSettings
-) -> tuple[np.ndarray, int] | None:
+class Verified(NamedTuple):
+    """A reference's pose in a frame, as verification accepted it."""
+
+    H: np.ndarray
+    """(3, 3) reference pixels -> frame pixels."""
+    inliers: int
+    score: float
+    coverage: float
+    """Share of the reference's keypoint area the pose rests on (`coverage`)."""
+
+
+class Refined(NamedTuple):
+    H: np.ndarray
+    pairs: int
+    support: np.ndarray
+    """(K, 2) reference points of the pairs the last refit rests on."""
+
+
+def refine(H: np.ndarray, frame: Features, reference: Reference, settings: MatcherSettings) -> Refined | None:
     """A homography refitted on every keypoint pair a first H explains, and the pair count.
 
     RANSAC's H rests on the matches that passed the ratio test, often bunched
@@ -188,6 +224,7 @@ def refine(
     """
     current = H
     count = 0
+    support = np.zeros((0, 2), np.float32)
     for radius in settings.refine_radii_px:
         r, f = guided_pairs(current, frame, reference.features, radius, settings.refine_max_hamming)
         if len(r) < max(8, settings.min_inliers):
@@ -205,12 +242,12 @@ def refine(
             trimmed, _ = cv2.findHomography(src[close], dst[close], 0)
             if trimmed is not None and np.all(np.isfinite(trimmed)):
                 fitted = trimmed
-        current, count = fitted, len(r)
+        current, count, support = fitted, len(r), src
     if count == 0:
         return None
     if not plausible_outline(current, reference.features.width, reference.features.height, frame.width, frame.height, settings):
         return None
-    return current, count
+    return Refined(current, count, support)
 
 
 def to_match(
@@ -220,6 +257,7 @@ def to_match(
     inliers: int,
     score: float,
     points_work: np.ndarray | None = None,
+    coverage: float = 1.0,
 ) -> Match:
     """A verified reference as a result, in full-frame pixels (the frame was decoded at `scale`).
 
@@ -236,6 +274,7 @@ def to_match(
         homography=[float(v) for v in H.ravel()],
         score=score,
         inliers=inliers,
+        coverage=coverage,
         inlier_points=None
         if points_work is None
         else [[round(float(x) / scale, 1), round(float(y) / scale, 1)] for x, y in points_work],
