@@ -18,10 +18,20 @@ _orbs: dict[int, cv2.ORB] = {}
 
 
 def _orb(n: int) -> cv2.ORB:
+    # Corners are ranked by their FAST score, not ORB's default Harris score: on the
+    # benchmark's blurred, tilted frames that kept corners which match again more
+    # often (1,000 references, 150 frames a level: moderate 82.0 -> 85.3 %, several
+    # 48.2 -> 60.0 %) and detection got cheaper (no Harris response per corner).
     orb = _orbs.get(n)
     if orb is None:
         orb = cv2.ORB_create(
-            nfeatures=n, scaleFactor=1.2, nlevels=8, edgeThreshold=19, patchSize=31, fastThreshold=12
+            nfeatures=n,
+            scaleFactor=1.2,
+            nlevels=8,
+            edgeThreshold=19,
+            scoreType=cv2.ORB_FAST_SCORE,
+            patchSize=31,
+            fastThreshold=12,
         )
         _orbs[n] = orb
     return orb
