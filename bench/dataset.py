@@ -47,7 +47,7 @@ from matcher.model import Features, Reference
 from matcher.recognizer import PoorReference, describe_reference_image
 from matcher.settings import MatcherSettings
 
-DATASET_VERSION = 5
+DATASET_VERSION = 6  # 6: each tint of a Naev rocky planet is one picture (sources.painting_photos)
 SEED = 20240611
 REAL_KINDS = ("landscape", "painting", "astrophoto")
 GENERATED_KINDS = (*collages.FORMS, collages.TEXT_ONLY)

@@ -235,18 +235,33 @@ def without_copies_of_targets(
     """The collection without references that show the same picture as one of the query targets.
 
     The packages hold a few pictures twice (two surveys' photographs of one
-    nebula, one painting in two sizes); a frame of such a target rightly finds
-    both, which would count as a wrong item. Each target's own image is
-    recognized against the whole collection and the other items found are
-    dropped, and so are the items in `also_drop`.
+    nebula, one painting in two sizes, one planet in red and in green); a frame
+    of such a target rightly finds both, which would count as a wrong item. Each
+    target's own image is recognized against the whole collection and the other
+    items found are dropped (of two targets showing one picture, the later one),
+    and so are the items in `also_drop`. A dropped target's place goes to the next
+    reference, which is checked in turn.
     """
     recognizer = Recognizer(settings)
     recognizer.load(COLLECTION, collection.references(len(collection.specs)))
-    targets = {s.item for s in collection.specs[:first]}
+    order = {s.item: i for i, s in enumerate(collection.specs)}
     copies: set[str] = set()
-    for spec in collection.specs[:first]:
-        result = recognizer.recognize(COLLECTION, jpeg(dataset.render(spec), 90))
-        copies |= {m.item for m in result.matches if m.item not in targets}
+    checked: set[str] = set()
+    while True:
+        targets = [s for s in collection.specs if s.item not in copies and s.item not in also_drop][:first]
+        unchecked = [s for s in targets if s.item not in checked]
+        if not unchecked:
+            break
+        for spec in unchecked:
+            checked.add(spec.item)
+            if spec.item in copies:
+                continue
+            result = recognizer.recognize(COLLECTION, jpeg(dataset.render(spec), 90))
+            for item in {m.item for m in result.matches} - {spec.item}:
+                if item in checked and order[item] < order[spec.item]:
+                    copies.add(spec.item)  # it shows an earlier target's picture: that one stays
+                else:
+                    copies.add(item)
     del recognizer
     dropped = copies | set(also_drop)
     keep = [i for i, s in enumerate(collection.specs) if s.item not in dropped]

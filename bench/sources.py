@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -145,9 +146,23 @@ def nebula_photos() -> list[Path]:
 
 
 def painting_photos() -> list[Path]:
-    """Naev's planet and loading-screen paintings."""
+    """Naev's planet and loading-screen paintings, each picture once.
+
+    The uninhabited rocky planets are five pictures in seven tints each
+    (uninhabited-rocky-red-02.png is uninhabited-rocky-green-02.png recoloured):
+    in grey, which is what the engine sees, they are one picture, so only the
+    first tint of each is used.
+    """
     gfx = debian_package("naev-data") / "usr/share/naev/dat/gfx"
-    return _files(gfx / "planet" / "exterior") + _files(gfx / "loading")
+    kept, pictures = [], set()
+    for path in _files(gfx / "planet" / "exterior"):
+        tinted = re.fullmatch(r"uninhabited-rocky-[a-z]+-(\d+)", path.stem)
+        if tinted is not None:
+            if tinted.group(1) in pictures:
+                continue
+            pictures.add(tinted.group(1))
+        kept.append(path)
+    return kept + _files(gfx / "loading")
 
 
 def space_backdrops() -> list[Path]:
