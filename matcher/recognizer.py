@@ -19,8 +19,9 @@ from matcher.decode import DecodedImage, decode_image
 from matcher.features import describe_frame, describe_reference, reference_quality
 from matcher.index import DescriptorIndex, InvertedFileIndex, match_descriptors
 from matcher.model import Correspondences, Features, FrameResult, Reference
+from matcher.outline import snap_outline
 from matcher.settings import MatcherSettings
-from matcher.verification import inlier_points, to_match, verify
+from matcher.verification import Verified, inlier_points, to_match, verify
 
 _CACHED_REFERENCES = 512  # per collection: the items camera streams currently follow, with room to spare
 
@@ -180,10 +181,9 @@ class Recognizer:
                 continue
             verified = verify(frame, reference, candidate, self.settings)
             if verified is not None:
-                points = inlier_points(frame, reference, candidate, verified.H, self.settings) if with_inliers else None
-                result.matches.append(
-                    to_match(reference, verified.H, image.scale, verified.inliers, verified.score, points, verified.coverage)
-                )
+                H = self._snapped(image, verified, reference)
+                points = inlier_points(frame, reference, candidate, H, self.settings) if with_inliers else None
+                result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, points, verified.coverage))
         verified_at = time.perf_counter()
         result.matches.sort(key=lambda m: -m.score)
         result.timing = _milliseconds(
@@ -194,6 +194,18 @@ class Recognizer:
             match=verified_at - started,
         )
         return result
+
+    def _snapped(self, image: DecodedImage, verified: Verified, reference: Reference) -> np.ndarray:
+        """The verified pose with its outline on the object's edges in the frame (matcher/outline.py)."""
+        return snap_outline(
+            image.gray,
+            verified.H,
+            reference.features.width,
+            reference.features.height,
+            verified.reference_points,
+            verified.frame_points,
+            self.settings,
+        )
 
     def find_items(self, collection: str, image: DecodedImage, frame: Features, items: Iterable[str]) -> FrameResult:
         """Look for the given items only in a described frame: no search of the whole collection.
@@ -218,9 +230,8 @@ class Recognizer:
             verified = verify(frame, reference, candidate, self.settings)
             verifying += time.perf_counter() - matched
             if verified is not None:
-                result.matches.append(
-                    to_match(reference, verified.H, image.scale, verified.inliers, verified.score, coverage=verified.coverage)
-                )
+                H = self._snapped(image, verified, reference)
+                result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, coverage=verified.coverage))
         result.matches.sort(key=lambda m: -m.score)
         result.timing = _milliseconds(search=searching, verify=verifying)
         return result

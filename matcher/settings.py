@@ -74,6 +74,8 @@ class MatcherSettings:
     """A homography with fewer distinct RANSAC inliers than min_inliers, but at least this many, gets a second chance..."""
     min_guided_inliers: int = 30
     """...and is kept if guided matching finds at least this many keypoint pairs agreeing with it."""
+    outline_search_px: float = 8.0
+    """How far (working px) each side of a found outline is looked for on the frame's edges; 0: off."""
 
     # Tracking between recognitions (camera streams)
     recognize_every: int = 9

@@ -98,13 +98,13 @@ def verify(
     if refined is not None:
         if weak and refined.pairs < settings.min_guided_inliers:
             return None
-        H, distinct, support = refined.H, max(distinct, refined.pairs), refined.support
+        H, distinct, support = refined.H, max(distinct, refined.pairs), (refined.reference_points, refined.frame_points)
     elif weak or not plausible_outline(H, reference.features.width, reference.features.height, frame.width, frame.height, settings):
         return None
     else:
-        support = src[inlier_mask]
+        support = src[inlier_mask], dst[inlier_mask]
     score = distinct / (distinct + 2.0 * settings.min_inliers)
-    return Verified(H, distinct, round(float(score), 3), coverage(support, reference.features))
+    return Verified(H, distinct, round(float(score), 3), coverage(support[0], reference.features), support[0], support[1])
 
 
 def coverage(points: np.ndarray, reference: Features) -> float:
@@ -204,13 +204,17 @@ class Verified(NamedTuple):
     score: float
     coverage: float
     """Share of the reference's keypoint area the pose rests on (`coverage`)."""
+    reference_points: np.ndarray
+    """(K, 2) reference and frame points of the pairs H rests on."""
+    frame_points: np.ndarray
 
 
 class Refined(NamedTuple):
     H: np.ndarray
     pairs: int
-    support: np.ndarray
-    """(K, 2) reference points of the pairs the last refit rests on."""
+    reference_points: np.ndarray
+    """(K, 2) reference and frame points of the pairs the last refit rests on."""
+    frame_points: np.ndarray
 
 
 def refine(H: np.ndarray, frame: Features, reference: Reference, settings: MatcherSettings) -> Refined | None:
@@ -224,7 +228,7 @@ def refine(H: np.ndarray, frame: Features, reference: Reference, settings: Match
     """
     current = H
     count = 0
-    support = np.zeros((0, 2), np.float32)
+    support = np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
     for radius in settings.refine_radii_px:
         r, f = guided_pairs(current, frame, reference.features, radius, settings.refine_max_hamming)
         if len(r) < max(8, settings.min_inliers):
@@ -242,12 +246,12 @@ def refine(H: np.ndarray, frame: Features, reference: Reference, settings: Match
             trimmed, _ = cv2.findHomography(src[close], dst[close], 0)
             if trimmed is not None and np.all(np.isfinite(trimmed)):
                 fitted = trimmed
-        current, count, support = fitted, len(r), src
+        current, count, support = fitted, len(r), (src, dst)
     if count == 0:
         return None
     if not plausible_outline(current, reference.features.width, reference.features.height, frame.width, frame.height, settings):
         return None
-    return Refined(current, count, support)
+    return Refined(current, count, support[0], support[1])
 
 
 def to_match(

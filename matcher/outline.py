@@ -1,0 +1,141 @@
+"""Outline snapping: move a verified pose's outline onto the object's own edges in the frame.
+
+A homography fitted on keypoint pairs is exact where the pairs are and only
+extrapolated elsewhere: a cover whose detail is all in its top half, a
+landscape whose lower half is textured and whose sky is not, put the far
+corners 10-30 px off while every pair agrees to a pixel. But a printed picture
+ends somewhere, and where it ends the frame usually has an edge (poster on a
+wall, cover on a table). Each side of the projected outline is looked for
+along its normal, a line is fitted through the strongest edge points found,
+and the corners become the intersections of those lines. A side whose edge is
+not found clearly (out of the frame, a hand over it, the same colour as the
+background) keeps the homography's line, and the snapped pose is kept only if
+the keypoint pairs still agree with it.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from matcher.settings import MatcherSettings
+from matcher.verification import project, reference_corners
+
+_SAMPLES_PER_SIDE = 24
+_END_MARGIN = 0.1  # share of a side left out at each end: corners are where two edges blur together
+_MIN_FOUND_SHARE = 0.6  # of a side's samples that must find an edge for the side to move
+_MIN_EDGE_STRENGTH = 24.0  # intensity step (grey levels per px) that counts as an edge in a frame of full contrast
+_MAX_LINE_RESIDUAL_PX = 1.0  # RMS distance of a side's edge points from their fitted line
+_MAX_PAIR_DRIFT_PX = 1.0  # the pairs' median reprojection error may grow by this much, no more
+
+
+def snap_outline(
+    gray: np.ndarray, H: np.ndarray, width: int, height: int, src: np.ndarray, dst: np.ndarray, settings: MatcherSettings
+) -> np.ndarray:
+    """H with its outline moved onto the frame's edges, or H itself when they are not found clearly.
+
+    `gray`: the (h, w) uint8 frame at working resolution; H: reference pixels -> working
+    pixels; `src`/`dst`: (K, 2) reference and frame points of the pairs H rests on.
+    """
+    radius = settings.outline_search_px
+    if radius <= 0 or len(src) < 4:
+        return H
+    corners = reference_corners(width, height).astype(np.float64)
+    quad, w = project(H, corners)
+    if not np.all(w > 1e-6) or not np.all(np.isfinite(quad)):
+        return H
+    found = _side_edges(gray, H, corners, radius)
+    if found is None:
+        return H
+    points, usable = found
+    lines = []
+    for side in range(4):
+        line = _fit_line(points[side, usable[side]]) if usable[side].sum() >= _MIN_FOUND_SHARE * _SAMPLES_PER_SIDE else None
+        if line is None:  # not found clearly: the homography's own line
+            p, q = quad[side], quad[(side + 1) % 4]
+            line = np.cross([p[0], p[1], 1.0], [q[0], q[1], 1.0])
+        lines.append(line)
+    snapped = np.empty((4, 2), np.float64)
+    for i in range(4):
+        x = np.cross(lines[(i + 3) % 4], lines[i])  # corner i joins the side before it and side i
+        if abs(x[2]) < 1e-9:
+            return H
+        snapped[i] = x[:2] / x[2]
+    moves = np.linalg.norm(snapped - quad, axis=1)
+    if moves.max() < 0.05 or moves.max() > 3.0 * radius:
+        return H
+    fitted = cv2.getPerspectiveTransform(corners.astype(np.float32), snapped.astype(np.float32))
+    if fitted is None or not np.all(np.isfinite(fitted)):
+        return H
+    before = float(np.median(np.linalg.norm(project(H, src)[0] - dst, axis=1)))
+    after = float(np.median(np.linalg.norm(project(fitted, src)[0] - dst, axis=1)))
+    if not np.isfinite(after) or after > before + _MAX_PAIR_DRIFT_PX:
+        return H
+    return fitted / fitted[2, 2]
+
+
+def _side_edges(gray: np.ndarray, H: np.ndarray, corners: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Edge points across each side of the projected outline: (4, S, 2) positions and (4, S) bool usable."""
+    t = np.linspace(_END_MARGIN, 1.0 - _END_MARGIN, _SAMPLES_PER_SIDE)
+    starts, ends = corners, np.roll(corners, -1, axis=0)
+    direction = ends - starts
+    along = (starts[:, None, :] + t[None, :, None] * direction[:, None, :]).reshape(-1, 2)
+    # Each side's inward normal in reference pixels (corners run clockwise in image coordinates),
+    # carried through H: the frame's normal is the difference of two projections.
+    inward = np.stack([-direction[:, 1], direction[:, 0]], axis=1) / np.linalg.norm(direction, axis=1, keepdims=True)
+    nudge = 1e-3 * float(max(np.abs(direction).max(), 1.0))
+    on, w1 = project(H, along)
+    off, w2 = project(H, along + np.repeat(inward, _SAMPLES_PER_SIDE, axis=0) * nudge)
+    if not (np.all(w1 > 1e-6) and np.all(w2 > 1e-6)):
+        return None
+    normal = on - off
+    length = np.linalg.norm(normal, axis=1, keepdims=True)
+    if np.any(length < 1e-12):
+        return None
+    normal /= length
+    steps = np.arange(-radius, radius + 1.0, 1.0)
+    # Intensity profiles across the sides, one row per sample point.
+    xs = (on[:, None, 0] + steps[None, :] * normal[:, None, 0]).astype(np.float32)
+    ys = (on[:, None, 1] + steps[None, :] * normal[:, None, 1]).astype(np.float32)
+    h, w = gray.shape[:2]
+    whole = np.all((xs >= 1) & (xs <= w - 2) & (ys >= 1) & (ys <= h - 2), axis=1)
+    if not whole.any():
+        return None
+    profile = cv2.remap(gray, xs, ys, cv2.INTER_LINEAR).astype(np.float32)
+    profile = cv2.GaussianBlur(profile, (3, 1), 0)  # along each profile only
+    step = np.abs(profile[:, 2:] - profile[:, :-2]) / 2.0  # central differences, at steps[1:-1]
+    rows = np.arange(len(step))
+    best = np.argmax(step, axis=1)
+    strength = step[rows, best]
+    # Sub-pixel position of the strongest step (a parabola through it and its neighbours).
+    left = step[rows, np.maximum(best - 1, 0)]
+    right = step[rows, np.minimum(best + 1, step.shape[1] - 1)]
+    curvature = left - 2.0 * strength + right
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(curvature < 0, 0.5 * (left - right) / curvature, 0.0)
+    offset = steps[1:-1][best] + np.clip(shift, -0.5, 0.5)
+    # A dim frame's edges are as weak as its contrast: the threshold scales with the profiles' span.
+    span = float(profile[whole].max() - profile[whole].min()) if whole.any() else 0.0
+    threshold = _MIN_EDGE_STRENGTH * min(1.0, max(span, 48.0) / 192.0)
+    interior = (best > 0) & (best < step.shape[1] - 1)
+    usable = whole & interior & (strength >= threshold)
+    points = on + offset[:, None] * normal
+    return points.reshape(4, _SAMPLES_PER_SIDE, 2), usable.reshape(4, _SAMPLES_PER_SIDE)
+
+
+def _fit_line(points: np.ndarray) -> np.ndarray | None:
+    """Homogeneous line (3,) through (N, 2) points (total least squares, refitted on the closest
+    two thirds); None when they do not lie on one line."""
+
+    def fit(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        centre = p.mean(axis=0)
+        normal = np.linalg.svd(p - centre)[2][1]
+        return normal, centre, np.abs((p - centre) @ normal)
+
+    normal, centre, distance = fit(points)
+    closest = points[distance <= np.sort(distance)[(2 * len(distance)) // 3]]
+    if len(closest) >= 4:
+        normal, centre, distance = fit(closest)
+    if float(np.sqrt(np.mean(distance**2))) > _MAX_LINE_RESIDUAL_PX:
+        return None
+    return np.array([normal[0], normal[1], -float(normal @ centre)])

@@ -1,0 +1,59 @@
+"""Outlines snap to the object's edges where no keypoint pins the corners down (matcher/outline.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from bench.scenes import corner_error, fit_background, jpeg, paste
+from matcher.model import Reference
+from matcher.recognizer import Recognizer, describe_reference_image
+from matcher.settings import MatcherSettings
+from tests.images import photo
+
+# A card whose picture is a strip along its top: the rest is plain paper with no keypoint on it.
+CARD_CORNERS = [
+    np.array([[190, 60], [450, 90], [470, 440], [170, 420]], np.float64),
+    np.array([[140, 40], [430, 20], [480, 400], [100, 460]], np.float64),
+    np.array([[230, 30], [500, 80], [480, 430], [200, 460]], np.float64),
+]
+
+
+def card() -> np.ndarray:
+    picture = cv2.resize(photo("astronaut.png"), (400, 160), interpolation=cv2.INTER_AREA)
+    paper = np.full((440, 400, 3), (215, 225, 235), np.uint8)
+    return np.vstack([picture, paper])
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[tuple[bytes, np.ndarray]]:
+    background = fit_background(cv2.GaussianBlur(photo("gravel.png"), (0, 0), 1.0) // 2)
+    rng = np.random.default_rng(5)
+    out = []
+    for corners in CARD_CORNERS:
+        image = paste(background, card(), corners).astype(np.float32) + rng.normal(0, 2.0, background.shape)
+        out.append((jpeg(np.clip(image, 0, 255).astype(np.uint8), 85), corners))
+    return out
+
+
+def errors(settings: MatcherSettings, frames: list[tuple[bytes, np.ndarray]]) -> list[float]:
+    engine = Recognizer(settings)
+    described = describe_reference_image(jpeg(card(), 95), settings)
+    engine.load("cards", [Reference("card", "Card", {}, described.features)])
+    found = []
+    for data, corners in frames:
+        matches = engine.recognize("cards", data).matches
+        assert [m.item for m in matches] == ["card"]
+        found.append(corner_error(matches[0].corners, corners))
+    return found
+
+
+def test_the_plain_part_of_a_card_is_outlined_on_its_edges(frames: list[tuple[bytes, np.ndarray]]) -> None:
+    snapped = errors(MatcherSettings(), frames)
+    extrapolated = errors(dataclasses.replace(MatcherSettings(), outline_search_px=0.0), frames)
+    assert max(snapped) <= 2.0, f"corner errors {snapped}"
+    # The case the snapping is for: without it the plain part's corners are only extrapolated.
+    assert max(extrapolated) > 4.0, f"corner errors without snapping {extrapolated}"
