@@ -20,7 +20,7 @@ class MatcherSettings:
     """References are normalised to this longer side before features are taken."""
 
     # Features
-    frame_features: int = 1000
+    frame_features: int = 1100
     """Keypoints kept per camera frame."""
     reference_features: int = 500
     """Keypoints kept per reference, summed over its scales."""
@@ -48,7 +48,7 @@ class MatcherSettings:
     """Lowe's ratio test: best match distance / best distance in another item."""
     max_hamming: int = 80
     """Descriptor pairs further apart than this never count as matches."""
-    ivf_probe: int = 3
+    ivf_probe: int = 2
     """Inverted lists searched per descriptor."""
     same_spot_fraction: float = 0.02
     """Reference keypoints this close (fraction of the longer side) count as one spot in the ratio test."""
