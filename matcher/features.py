@@ -109,11 +109,8 @@ def describe_reference(gray: np.ndarray, width: int, height: int, settings: Matc
     original size, the coordinate frame of the returned points.
     """
     scales = settings.reference_scales
-    # Every scale gets the same share of keypoints. Weighting them by scale (286 / 143 / 71 at 1, 1/2,
-    # 1/4) left too few for small and blurred appearances: with equal shares, at 1,000 references
-    # and 150 frames a level on two seeds, several 63.3 -> 70.2 / 60.6 -> 64.9 %, moderate
-    # 89.3 -> 90.0 / 86.0 -> 86.7 %, hard 16.7 -> 16.0 / 16.0 -> 14.0 %.
-    budgets = np.maximum(1, np.round(np.full(len(scales), settings.reference_features / len(scales)))).astype(int)
+    weights = np.array([s for s in scales], np.float64)
+    budgets = np.maximum(1, np.round(settings.reference_features * weights / weights.sum())).astype(int)
     to_full = width / gray.shape[1]
     points, descriptors = [], []
     for scale, budget in zip(scales, budgets, strict=True):

@@ -23,7 +23,7 @@ class MatcherSettings:
     frame_features: int = 1100
     """Keypoints kept per camera frame."""
     reference_features: int = 500
-    """Keypoints kept per reference, summed over its scales (each scale gets the same share)."""
+    """Keypoints kept per reference, summed over its scales."""
     reference_scales: tuple[float, ...] = (1.0, 0.5, 0.25)
     """Extra scales a reference is described at, so small appearances match too."""
     frame_oversampling: float = 3.0
@@ -74,7 +74,7 @@ class MatcherSettings:
     """A homography with fewer distinct RANSAC inliers than min_inliers, but at least this many, gets a second chance..."""
     min_guided_inliers: int = 30
     """...and is kept if guided matching finds at least this many keypoint pairs agreeing with it."""
-    outline_search_px: float = 12.0
+    outline_search_px: float = 8.0
     """How far (working px) each side of a found outline is looked for on the frame's edges; 0: off."""
 
     # Tracking between recognitions (camera streams)
