@@ -115,7 +115,7 @@ def _side_edges(gray: np.ndarray, H: np.ndarray, corners: np.ndarray, radius: fl
         shift = np.where(curvature < 0, 0.5 * (left - right) / curvature, 0.0)
     offset = steps[1:-1][best] + np.clip(shift, -0.5, 0.5)
     # A dim frame's edges are as weak as its contrast: the threshold scales with the profiles' span.
-    span = float(profile[whole].max() - profile[whole].min()) if whole.any() else 0.0
+    span = float(profile[whole].max() - profile[whole].min())
     threshold = _MIN_EDGE_STRENGTH * min(1.0, max(span, 48.0) / 192.0)
     interior = (best > 0) & (best < step.shape[1] - 1)
     usable = whole & interior & (strength >= threshold)

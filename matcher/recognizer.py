@@ -228,10 +228,10 @@ class Recognizer:
                 continue
             candidate = Correspondences(item, found[0], found[1], float(len(found[0])), reference)
             verified = verify(frame, reference, candidate, self.settings)
-            verifying += time.perf_counter() - matched
             if verified is not None:
                 H = self._snapped(image, verified, reference)
                 result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, coverage=verified.coverage))
+            verifying += time.perf_counter() - matched
         result.matches.sort(key=lambda m: -m.score)
         result.timing = _milliseconds(search=searching, verify=verifying)
         return result
