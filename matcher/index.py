@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import faiss
 import numpy as np
@@ -77,7 +77,7 @@ class _Held:
 
 _INDEX_STATE = (
     "_held", "_first_rows", "_item_of_slot", "_slot_of", "_live_rows", "_live_mask", "_trained_for", "_index",
-    "_list_codes",
+    "_list_codes", "_slot_arrays",
 )  # fmt: skip
 
 
@@ -104,6 +104,8 @@ class InvertedFileIndex(DescriptorIndex):
         self._index: faiss.IndexBinary = faiss.IndexBinaryFlat(DESCRIPTOR_BYTES * 8)
         self._list_codes: dict[int, np.ndarray] = {}
         """Inverted file only: (size, 32) views of the lists' codes read so far; cleared when any list changes."""
+        self._slot_arrays: _SlotArrays | None = None
+        """The slot lists as arrays, for turning FAISS's rows into items; None once a slot changes."""
         self._journal: list[tuple[str, Reference | str]] | None = None
         """Changes made while a background rebuild runs (None: no rebuild running)."""
 
@@ -197,6 +199,7 @@ class InvertedFileIndex(DescriptorIndex):
     def _remove_locked(self, item: str) -> None:
         held = self._held.pop(item)
         self._item_of_slot[self._slot_of.pop(item)] = None
+        self._slot_arrays = None
         self._live_rows -= len(held.points)
         rows = np.arange(held.first_row, held.first_row + len(held.points), dtype=np.int64)
         if isinstance(self._index, faiss.IndexBinaryIVF):
@@ -218,6 +221,7 @@ class InvertedFileIndex(DescriptorIndex):
         self._slot_of[reference.item] = len(self._item_of_slot)
         self._item_of_slot.append(reference.item)
         self._first_rows.append(first_row)
+        self._slot_arrays = None
         self._held[reference.item] = _Held(
             reference.item,
             reference.name,
@@ -275,6 +279,7 @@ class InvertedFileIndex(DescriptorIndex):
         self._first_rows = []
         self._item_of_slot = []
         self._slot_of = {}
+        self._slot_arrays = None
         self._live_rows = 0
         # One array for every keypoint position: nothing here keeps the callers' arrays alive, so the
         # memory they free after the load is in one piece and goes back to the system.
@@ -332,16 +337,16 @@ class InvertedFileIndex(DescriptorIndex):
                 bitmap = np.packbits(live, bitorder="little")
                 params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(live), faiss.swig_ptr(bitmap)))
             distances, rows = self._index.search(np.ascontiguousarray(descriptors), k, params=params)
-            first_rows = np.asarray(self._first_rows, np.int64)
+            if self._slot_arrays is None:
+                self._slot_arrays = _SlotArrays.of(self._first_rows, self._item_of_slot)
+            first_rows, dead = self._slot_arrays
             slots = np.where(rows >= 0, np.searchsorted(first_rows, rows, side="right") - 1, -1)
             keypoints = np.where(rows >= 0, rows - first_rows[np.maximum(slots, 0)], -1)
-            item_of_slot = list(self._item_of_slot)
             # Rows of removed references are still in FAISS: they count as no neighbour at all.
-            dead = np.array([item is None for item in item_of_slot] + [True], bool)
             gone = dead[slots]
             slots = np.where(gone, -1, slots)
             distances = np.where(gone, np.iinfo(np.int32).max, distances)
-            voted = _vote(distances, slots, keypoints, item_of_slot, settings)
+            voted = _vote(distances, slots, keypoints, self._item_of_slot, settings)
             references = [self.reference(c.item) for c in voted]
         # The global ratio test above is strict where references look alike (tiles of one photo,
         # one brand's posters): re-match each candidate on its own to recover its correspondences.
@@ -354,6 +359,20 @@ class InvertedFileIndex(DescriptorIndex):
                 candidate = Correspondences(candidate.item, candidate.frame_indices, candidate.reference_indices, candidate.votes, reference)
             result.append(candidate)
         return result
+
+
+class _SlotArrays(NamedTuple):
+    """What a search needs of the slots, as arrays: made once per change of the index, not per frame."""
+
+    first_rows: np.ndarray
+    """(slots,) int64: first FAISS row of each slot, ascending."""
+    dead: np.ndarray
+    """(slots + 1,) bool: the slot's reference was removed; the last entry stands for "no neighbour" (slot -1)."""
+
+    @classmethod
+    def of(cls, first_rows: list[int], item_of_slot: list[str | None]) -> _SlotArrays:
+        dead = np.array([item is None for item in item_of_slot] + [True], bool)
+        return cls(np.asarray(first_rows, np.int64), dead)
 
 
 def _replay(index: InvertedFileIndex, changes: list[tuple[str, Reference | str]]) -> None:
