@@ -515,6 +515,8 @@ def _vote(
 ) -> list[Correspondences]:
     """Ratio-test each frame descriptor's nearest neighbour against the nearest of another item.
 
+    The candidates are the items with the most votes among those with enough support
+    (descriptors that passed the test, and those shared with a look-alike item).
     `distances`, `slots`, `keypoints`: (N, k) per frame descriptor and neighbour;
     slot -1 is no neighbour.
     """
@@ -527,26 +529,37 @@ def _vote(
     other_distance = np.where(other, distances, np.iinfo(np.int32).max).min(axis=1)
     other_distance = np.minimum(other_distance, distances[:, -1])
     best_distance = distances[:, 0]
-    keep = valid[:, 0] & (best_distance <= settings.max_hamming)
-    keep &= best_distance < settings.ratio * other_distance
+    close = valid[:, 0] & (best_distance <= settings.max_hamming)
+    keep = close & (best_distance < settings.ratio * other_distance)
     frame_idx = np.nonzero(keep)[0]
-    if frame_idx.size == 0:
-        return []
     kept_slots = best_slot[frame_idx]
     kp_idx = keypoints[frame_idx, 0].astype(np.int64)
     weight = 1.0 - best_distance[frame_idx] / (settings.max_hamming + 1)
-    unique_slots, inverse = np.unique(kept_slots, return_inverse=True)
-    votes = np.bincount(inverse, weights=weight)
-    counts = np.bincount(inverse)
-    order = np.argsort(-votes)
+    voters, voter_weights = kept_slots, weight
+    if settings.shared_vote_weight > 0:
+        # Look-alike references (one brand's posters, crops of one photo) hold near-equal
+        # descriptors; the ratio test drops those for all of them, and the right item can be
+        # left with too little support to be shortlisted. They vote, weakly, for both items:
+        # enough to reach verification, which (matching the item alone) tells them apart.
+        shared = np.nonzero(close & ~keep & other.any(axis=1) & (other_distance <= settings.max_hamming))[0]
+        nearest_other = slots[shared, np.argmax(other[shared], axis=1)]
+        shared_weight = settings.shared_vote_weight * (1.0 - best_distance[shared] / (settings.max_hamming + 1))
+        voters = np.concatenate([kept_slots, best_slot[shared], nearest_other])
+        voter_weights = np.concatenate([weight, shared_weight, shared_weight])
+    if voters.size == 0:
+        return []
+    unique_slots, inverse = np.unique(voters, return_inverse=True)
+    votes = np.bincount(inverse, weights=voter_weights)
+    supported = np.nonzero(np.bincount(inverse) >= max(4, settings.min_inliers // 2))[0]
+    strict = inverse[: len(kept_slots)]
     result = []
-    for j in order[: settings.candidates]:
-        if counts[j] < max(4, settings.min_inliers // 2):
+    for j in supported[np.argsort(-votes[supported])]:
+        if len(result) == settings.candidates:
             break
         item = item_of_slot[int(unique_slots[j])]
         if item is None:
             continue
-        members = inverse == j
+        members = strict == j
         result.append(
             Correspondences(
                 item=item,

@@ -48,6 +48,9 @@ class MatcherSettings:
     """Lowe's ratio test: best match distance / best distance in another item."""
     max_hamming: int = 80
     """Descriptor pairs further apart than this never count as matches."""
+    shared_vote_weight: float = 0.05
+    """A frame descriptor failing the ratio test because another item holds a near-equal neighbour
+    (look-alike references) votes for both items with this weight; 0: it votes for none."""
     ivf_probe: int = 2
     """Inverted lists searched per descriptor."""
     same_spot_fraction: float = 0.02
