@@ -285,7 +285,11 @@ def prepare_collection(
     scenes = overlap.showing_a_background(collection.specs, dataset.background_paths())
     if any(s.item in scenes for s in collection.specs[:first]):
         raise SystemExit(f"query targets show a background's scene: {sorted(s.item for s in collection.specs[:first] if s.item in scenes)}")
-    collection, copies = without_copies_of_targets(collection, first, settings, set(scenes))
+    # Copies are looked for with the strict shortlist (no look-alike votes): it finds a picture
+    # shown twice, while look-alike votes also verify collages that share only typeset text with
+    # a target (a date, a web address in the same face), which are confusers to keep, not copies.
+    strict = dataclasses.replace(settings, shared_vote_weight=0.0)
+    collection, copies = without_copies_of_targets(collection, first, strict, set(scenes))
     if copies:
         print(f"dropped {len(copies)} references showing the same picture as a query target: {', '.join(copies)}")
     if scenes:
