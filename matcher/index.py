@@ -516,7 +516,8 @@ def _vote(
     """Ratio-test each frame descriptor's nearest neighbour against the nearest of another item.
 
     The candidates are the items with the most votes among those with enough support
-    (descriptors that passed the test, and those shared with a look-alike item).
+    (descriptors that passed the test, and those shared with a look-alike item), at
+    least one of which passed the test.
     `distances`, `slots`, `keypoints`: (N, k) per frame descriptor and neighbour;
     slot -1 is no neighbour.
     """
@@ -550,8 +551,13 @@ def _vote(
         return []
     unique_slots, inverse = np.unique(voters, return_inverse=True)
     votes = np.bincount(inverse, weights=voter_weights)
-    supported = np.nonzero(np.bincount(inverse) >= max(4, settings.min_inliers // 2))[0]
     strict = inverse[: len(kept_slots)]
+    # Enough support, and at least one descriptor pointing to this item alone: items that only
+    # share generic detail (type, a texture) with the frame are not worth verifying.
+    supported = np.nonzero(
+        (np.bincount(inverse) >= max(4, settings.min_inliers // 2))
+        & (np.bincount(strict, minlength=len(unique_slots)) >= 1)
+    )[0]
     result = []
     for j in supported[np.argsort(-votes[supported])]:
         if len(result) == settings.candidates:
