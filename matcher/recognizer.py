@@ -21,7 +21,7 @@ from matcher.index import DescriptorIndex, InvertedFileIndex, match_descriptors
 from matcher.model import Correspondences, Features, FrameResult, Reference
 from matcher.outline import snap_outline
 from matcher.settings import MatcherSettings
-from matcher.verification import Verified, inlier_points, to_match, verify
+from matcher.verification import Verified, inlier_points, one_item_per_place, to_match, verify
 
 _CACHED_REFERENCES = 512  # per collection: the items camera streams currently follow, with room to spare
 
@@ -186,6 +186,7 @@ class Recognizer:
                 result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, points, verified.coverage))
         verified_at = time.perf_counter()
         result.matches.sort(key=lambda m: -m.score)
+        result.matches = one_item_per_place(result.matches, self.settings.max_outline_overlap)
         result.timing = _milliseconds(
             decode=decoded - started,
             features=described - decoded,

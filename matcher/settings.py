@@ -69,6 +69,9 @@ class MatcherSettings:
     """Longest over shortest side of the projected outline."""
     min_inlier_spread: float = 0.08
     """Inliers must cover at least this fraction of the reference (bounding box)."""
+    max_outline_overlap: float = 0.5
+    """Of two items whose outlines overlap more than this (intersection over union), only the
+    better one is reported: one object, and a look-alike of it."""
     refine_radii_px: tuple[float, ...] = (8.0, 4.0)
     """Guided matching after RANSAC: search radius (frame px) of each refit round; () turns refitting off."""
     refine_max_hamming: int = 64

@@ -136,6 +136,31 @@ def _inlier_spread(points: np.ndarray, reference: Features) -> float:
     return float(inliers[0] * inliers[1]) / float(everything[0] * everything[1])
 
 
+def one_item_per_place(matches: list[Match], max_overlap: float) -> list[Match]:
+    """`matches` (best first) without those whose outline mostly covers a better one's.
+
+    Two items cannot be the same object: when the outlines of two verified items overlap
+    by more than `max_overlap` (intersection over union), the frame shows one of them, and
+    the other is a look-alike (a poster of the same series, the same page in another
+    edition) whose shared part verified too. An item shown inside another one (a cover on a
+    catalogue page) has a much smaller outline and is kept.
+    """
+    kept: list[tuple[Match, np.ndarray, float]] = []
+    for match in matches:
+        outline = cv2.convexHull(np.asarray(match.corners, np.float32))  # convex already; snapping may bend it a hair
+        area = float(cv2.contourArea(outline))
+        if not any(_overlap(outline, area, other, other_area) > max_overlap for _, other, other_area in kept):
+            kept.append((match, outline, area))
+    return [match for match, _, _ in kept]
+
+
+def _overlap(a: np.ndarray, area_a: float, b: np.ndarray, area_b: float) -> float:
+    """Intersection over union of two convex outlines."""
+    common, _ = cv2.intersectConvexConvex(a, b)
+    union = area_a + area_b - common
+    return float(common / union) if union > 0 else 0.0
+
+
 def guided_pairs(
     H: np.ndarray, frame: Features, reference: Features, radius: float, max_hamming: int
 ) -> tuple[np.ndarray, np.ndarray]:
