@@ -353,11 +353,15 @@ def run(conn: Connection, settings: MatcherSettings, redis_url: str, prefix: str
             pass
 
     follower = CollectionFollower(RedisCollectionStore.from_url(redis_url, prefix), recognizer, report, group)
+    server = os.getppid()
     while True:
         try:
             follower.load_all()
             break
         except StoreError as exc:
+            if os.getppid() != server:  # the server died meanwhile: nobody will ever send a job
+                log.warning("server gone while waiting for the collection store; exiting")
+                return
             log.warning("waiting for the collection store: %s", exc)
             time.sleep(_RETRY_SECONDS)
     sessions = StreamSessions(recognizer)
