@@ -288,7 +288,9 @@ def prepare_collection(
     # Copies are looked for with the strict shortlist (no look-alike votes): it finds a picture
     # shown twice, while look-alike votes also verify collages that share only typeset text with
     # a target (a date, a web address in the same face), which are confusers to keep, not copies.
-    strict = dataclasses.replace(settings, shared_vote_weight=0.0)
+    # Every item that verifies counts: a copy lies exactly where the target does, which is what
+    # one-item-per-place would hide.
+    strict = dataclasses.replace(settings, shared_vote_weight=0.0, max_outline_overlap=1.0)
     collection, copies = without_copies_of_targets(collection, first, strict, set(scenes))
     if copies:
         print(f"dropped {len(copies)} references showing the same picture as a query target: {', '.join(copies)}")
