@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -185,10 +186,11 @@ def run_runner(settings: MatcherSettings, redis_url: str, prefix: str, runner: s
         pass
     cv2.setNumThreads(1)
     faiss.omp_set_num_threads(1)
-    parent = os.getppid()
+    # The server as multiprocessing knows it: right even when it died while this process started.
+    server = multiprocessing.parent_process()
 
     def server_alive() -> bool:
-        return os.getppid() == parent
+        return server is None or server.is_alive()
 
     collections = RedisCollectionStore.from_url(redis_url, prefix)
     scans = ScanStore.from_url(redis_url, prefix)

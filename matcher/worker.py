@@ -21,6 +21,7 @@ so its log position means the same as every other worker's.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -353,13 +354,13 @@ def run(conn: Connection, settings: MatcherSettings, redis_url: str, prefix: str
             pass
 
     follower = CollectionFollower(RedisCollectionStore.from_url(redis_url, prefix), recognizer, report, group)
-    server = os.getppid()
+    server = multiprocessing.parent_process()  # knows the server even if it died before this line
     while True:
         try:
             follower.load_all()
             break
         except StoreError as exc:
-            if os.getppid() != server:  # the server died meanwhile: nobody will ever send a job
+            if server is not None and not server.is_alive():  # nobody will ever send a job
                 log.warning("server gone while waiting for the collection store; exiting")
                 return
             log.warning("waiting for the collection store: %s", exc)
