@@ -221,7 +221,7 @@ def synthetic(references: list[Reference], count: int, seed: int = 3) -> list[Re
         bits = np.unpackbits(f.descriptors, axis=1).reshape(f.descriptors.shape + (8,)) ^ flips
         descriptors = np.packbits(bits.reshape(f.descriptors.shape[0], -1), axis=1)
         points = (f.points + rng.normal(0, 1.0, f.points.shape)).astype(np.float32)
-        made.append(Reference(f"s{number}", f"s{number}", {}, Features(points, descriptors, f.width, f.height)))
+        made.append(Reference(f"s{number}", f"s{number}", {}, Features(points, descriptors, f.width, f.height, f.angles)))
     return made
 
 

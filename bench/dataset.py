@@ -305,6 +305,7 @@ def _save_chunk(path: Path, rows: list[Described], with_baseline: bool) -> None:
         sizes=np.array([[r.features.width, r.features.height] for r in kept], np.int64).reshape(-1, 2),  # type: ignore[union-attr]
         points=np.concatenate([empty_points] + [r.features.points for r in kept]),  # type: ignore[union-attr]
         descriptors=np.concatenate([empty_descriptors] + [r.features.descriptors for r in kept]),  # type: ignore[union-attr]
+        angles=np.concatenate([np.zeros(0, np.uint8)] + [r.features.angles for r in kept]),  # type: ignore[union-attr,misc]
         base_lengths=np.array([len(r.baseline) for r in kept], np.int64),  # type: ignore[arg-type]
         base_points=np.concatenate([empty_points] + [r.baseline_points for r in kept]),  # type: ignore[misc]
         base_descriptors=np.concatenate([empty_descriptors] + [r.baseline for r in kept]),  # type: ignore[misc]
@@ -331,7 +332,7 @@ def _load_chunk(path: Path) -> list[Described]:
         start, end = ends[k] - a["lengths"][k], ends[k]
         bstart, bend = bends[k] - a["base_lengths"][k], bends[k]
         w, h = a["sizes"][k]
-        features = Features(a["points"][start:end], a["descriptors"][start:end], int(w), int(h))
+        features = Features(a["points"][start:end], a["descriptors"][start:end], int(w), int(h), a["angles"][start:end])
         if meta["baseline"]:
             rows.append(Described(spec, features, a["base_points"][bstart:bend], a["base_descriptors"][bstart:bend]))
         else:

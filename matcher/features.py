@@ -75,7 +75,13 @@ def detect(gray: np.ndarray, count: int, grid_cells: int, oversampling: float = 
     if descriptors is None or len(keypoints) == 0:
         return Features.empty(w, h)
     points = cv2.KeyPoint_convert(keypoints).reshape(-1, 2).astype(np.float32)
-    return Features(points, np.ascontiguousarray(descriptors, np.uint8), w, h)
+    return Features(points, np.ascontiguousarray(descriptors, np.uint8), w, h, orientations(keypoints))
+
+
+def orientations(keypoints: list[cv2.KeyPoint] | tuple[cv2.KeyPoint, ...]) -> np.ndarray:
+    """(N,) uint8: each keypoint's ORB orientation in 256ths of a turn (1.4 degree steps)."""
+    degrees = np.array([kp.angle for kp in keypoints], np.float32)
+    return (np.round(degrees * (256.0 / 360.0)).astype(np.int32) % 256).astype(np.uint8)
 
 
 def stretch_contrast(gray: np.ndarray, settings: MatcherSettings) -> np.ndarray:
@@ -112,7 +118,7 @@ def describe_reference(gray: np.ndarray, width: int, height: int, settings: Matc
     weights = np.array([s for s in scales], np.float64)
     budgets = np.maximum(1, np.round(settings.reference_features * weights / weights.sum())).astype(int)
     to_full = width / gray.shape[1]
-    points, descriptors = [], []
+    points, descriptors, angles = [], [], []
     for scale, budget in zip(scales, budgets, strict=True):
         if scale == 1.0:
             img = gray
@@ -123,6 +129,7 @@ def describe_reference(gray: np.ndarray, width: int, height: int, settings: Matc
         if len(found):
             points.append(found.points * (to_full * gray.shape[1] / img.shape[1]))
             descriptors.append(found.descriptors)
+            angles.append(found.angles)  # a resized image keeps its orientations
     if not points:
         return Features.empty(width, height)
     return Features(
@@ -130,6 +137,7 @@ def describe_reference(gray: np.ndarray, width: int, height: int, settings: Matc
         np.ascontiguousarray(np.concatenate(descriptors)),
         width,
         height,
+        np.concatenate(angles),
     )
 
 

@@ -18,14 +18,22 @@ class Features:
     """(N, 32) uint8 ORB descriptors, row i describing points[i]."""
     width: int
     height: int
+    angles: np.ndarray | None = None
+    """(N,) uint8 keypoint orientations in 256ths of a turn; None where unknown (references stored
+    before orientations were kept), and then matches are not checked for a consistent rotation."""
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
 
+    def subset(self, keep: np.ndarray) -> Features:
+        """The keypoints selected by a boolean mask or index array."""
+        angles = None if self.angles is None else self.angles[keep]
+        return Features(self.points[keep], self.descriptors[keep], self.width, self.height, angles)
+
     @staticmethod
     def empty(width: int, height: int) -> Features:
         return Features(
-            np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8), width, height
+            np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_BYTES), np.uint8), width, height, np.zeros(0, np.uint8)
         )
 
 

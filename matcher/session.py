@@ -174,7 +174,7 @@ def _outside(frame: Features, outlines: Iterable[np.ndarray]) -> Features:
         offsets = frame.points[:, None, :] - quad[None, :, :]
         cross = edges[None, :, 0] * offsets[:, :, 1] - edges[None, :, 1] * offsets[:, :, 0]
         keep &= ~(np.all(cross > 0, axis=1) | np.all(cross < 0, axis=1))
-    return Features(frame.points[keep], frame.descriptors[keep], frame.width, frame.height)
+    return frame.subset(keep)
 
 
 def _ms(seconds: float) -> float:

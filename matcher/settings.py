@@ -57,6 +57,9 @@ class MatcherSettings:
     """Reference keypoints this close (fraction of the longer side) count as one spot in the ratio test."""
 
     # Geometric verification
+    orientation_tolerance_degrees: float = 20.0
+    """Only matches whose keypoint rotation (frame orientation minus reference orientation) is within
+    this of the most common one go to RANSAC: a flat object turns all its keypoints alike. 0: off."""
     ransac_reprojection_px: float = 5.0
     """RANSAC inlier threshold in frame pixels (at the working resolution)."""
     min_inliers: int = 14

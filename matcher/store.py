@@ -145,6 +145,7 @@ def pack_features(features: Features) -> bytes:
             "descriptors": np.ascontiguousarray(features.descriptors, np.uint8).tobytes(),
             "width": features.width,
             "height": features.height,
+            **({} if features.angles is None else {"angles": np.ascontiguousarray(features.angles, np.uint8).tobytes()}),
         }
     )
 
@@ -154,7 +155,11 @@ def unpack_features(data: bytes) -> Features:
     n = int(raw["n"])
     points = np.frombuffer(raw["points"], np.float32).reshape(n, 2)
     descriptors = np.frombuffer(raw["descriptors"], np.uint8).reshape(n, DESCRIPTOR_BYTES)
-    return Features(points, descriptors, int(raw["width"]), int(raw["height"]))
+    # References stored before orientations were kept have none: they are matched without the rotation check.
+    angles = np.frombuffer(raw["angles"], np.uint8) if "angles" in raw else None
+    if angles is not None and len(angles) != n:
+        angles = None
+    return Features(points, descriptors, int(raw["width"]), int(raw["height"]), angles)
 
 
 class CollectionStore(abc.ABC):
