@@ -64,8 +64,8 @@ class MatcherSettings:
     """RANSAC inlier threshold in frame pixels (at the working resolution)."""
     min_inliers: int = 14
     """Fewer RANSAC inliers than this and a candidate is rejected."""
-    min_inlier_ratio: float = 0.25
-    """Inliers over tentative matches of the candidate must reach this."""
+    min_inlier_ratio: float = 0.45
+    """Inliers over the candidate's tentative matches that pass the rotation check must reach this."""
     min_area_fraction: float = 0.002
     """The object's outline must cover at least this fraction of the frame."""
     max_side_ratio: float = 12.0
