@@ -229,7 +229,7 @@ class InvertedFileIndex(DescriptorIndex):
             reference.name,
             dict(reference.metadata),
             np.array(features.points, np.float32),
-            None if features.angles is None else np.array(features.angles, np.uint8),
+            _own_angles(features),
             features.width,
             features.height,
             first_row,
@@ -287,25 +287,19 @@ class InvertedFileIndex(DescriptorIndex):
         # One array for every keypoint position: nothing here keeps the callers' arrays alive, so the
         # memory they free after the load is in one piece and goes back to the system.
         points = np.concatenate([r.features.points for r in ordered]).astype(np.float32) if total else np.zeros((0, 2), np.float32)
-        known = [r for r in ordered if r.features.angles is not None]
-        angles = np.concatenate([r.features.angles for r in known]).astype(np.uint8) if known else np.zeros(0, np.uint8)  # type: ignore[misc]
-        row = angle_row = 0
+        row = 0
         for reference in ordered:
             n = len(reference.features)
             self._slot_of[reference.item] = len(self._item_of_slot)
             self._item_of_slot.append(reference.item)
             self._first_rows.append(row)
             f = reference.features
-            own_angles = None
-            if f.angles is not None:
-                own_angles = angles[angle_row : angle_row + n]
-                angle_row += n
             self._held[reference.item] = _Held(
-                reference.item, reference.name, dict(reference.metadata), points[row : row + n], own_angles, f.width, f.height, row
+                reference.item, reference.name, dict(reference.metadata), points[row : row + n], _own_angles(f), f.width, f.height, row
             )
             row += n
             self._live_rows += n
-        del codes, ordered, known
+        del codes, ordered
         release_free_memory()
 
     # -- queries ------------------------------------------------------------
@@ -370,6 +364,11 @@ class InvertedFileIndex(DescriptorIndex):
                 candidate = Correspondences(candidate.item, candidate.frame_indices, candidate.reference_indices, candidate.votes, reference)
             result.append(candidate)
         return result
+
+
+def _own_angles(features: Features) -> np.ndarray | None:
+    """A copy of the keypoint orientations (none for references stored before they were kept)."""
+    return None if features.angles is None else np.array(features.angles, np.uint8)
 
 
 class _SlotArrays(NamedTuple):
