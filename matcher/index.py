@@ -436,9 +436,9 @@ def _cell_centres(sample: np.ndarray, lists: int) -> np.ndarray:
     """(about `lists`, 32) uint8 centres of a Hamming k-means partition of (N, 32) uint8 `sample`, in two levels.
 
     One k-means over thousands of centres compares every training descriptor with every
-    centre in every round (nearly 6 minutes for the 17,800 cells of 10,000 references);
-    clustering first into the square root of that many groups, then each group into its
-    share of the cells, compares each descriptor with two square roots' worth. As FAISS
+    centre in every round; clustering first into the square root of that many groups, then
+    each group into its share of the cells, compares each descriptor with two square roots'
+    worth (for the 17,800 cells of 10,000 references, 267 centres instead of 17,800). As FAISS
     trains a binary inverted file, bits become -1/+1 coordinates (squared distance is then
     four times the Hamming distance) and each centre's bits are the signs of its coordinates.
     """
