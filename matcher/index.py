@@ -444,9 +444,7 @@ def _cell_centres(sample: np.ndarray, lists: int) -> np.ndarray:
     """
     coordinates = np.unpackbits(sample, axis=1, bitorder="little").astype(np.float32) * 2.0 - 1.0
     groups = max(1, int(np.sqrt(lists)))
-    coarse = _kmeans(coordinates, groups)
-    _, group_of = coarse.index.search(coordinates, 1)
-    group_of = group_of.ravel()
+    _, group_of = _kmeans(coordinates, groups).assign(coordinates)
     # Each group gets cells in proportion to its descriptors, `lists` in all.
     sizes = np.bincount(group_of, minlength=groups)
     shares = np.diff(np.concatenate([[0], np.cumsum(sizes) * lists // len(coordinates)]))

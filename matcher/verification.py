@@ -9,6 +9,7 @@ repeated spot.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import cv2
@@ -127,12 +128,10 @@ def same_rotation(frame: Features, reference: Features, correspondences: Corresp
     keep = off <= tolerance
     if keep.all():
         return correspondences
-    return Correspondences(
-        correspondences.item,
-        correspondences.frame_indices[keep],
-        correspondences.reference_indices[keep],
-        correspondences.votes,
-        correspondences.reference,
+    return dataclasses.replace(
+        correspondences,
+        frame_indices=correspondences.frame_indices[keep],
+        reference_indices=correspondences.reference_indices[keep],
     )
 
 
