@@ -1,15 +1,19 @@
-"""Where recognition misses: the search's shortlist or the features, and what settings change.
+"""Where recognition misses: corners, the search's shortlist, verification or the features; and what settings change.
 
     PYTHONPATH=. .venv/bin/python -m bench.misses                          # 10,000 references
     PYTHONPATH=. .venv/bin/python -m bench.misses --size 1000 --set candidates=10 --set ivf_probe=5,neighbours=6
 
 Loads the benchmark's collection (bench/run.py's references, same drops) and its
-query frames (seed 7, as `python -m bench`), then for each frame of a one-object
-level whose top item is wrong or missing, matches the frame against the right
-reference alone (the way a stream looks for an item it lost: no search of the
-collection, the same verification). Found that way, the search's shortlist lost
-it; not found, the frame's features do not carry it. Then recall and latency of
-each `--set` variant of the settings on the same frames, next to the defaults.
+query frames (seed 7, as `python -m bench`), then sorts each frame of a one-object
+level: right item with its corners within 10 px; right item, corners further off;
+wrong or no item, but found when matched against the right reference alone (the
+way a stream looks for an item it lost: no search of the collection, the same
+verification), so the search's shortlist lost it; not found alone although at
+least `min_inliers` of the pairs verification starts from lie where the true pose
+puts them, so verification rejected a pose the features carry; and fewer such
+pairs than that, so the frame's features do not carry the object. Then recall and
+latency of each `--set` variant of the settings on the same frames, next to the
+defaults.
 Writes bench/results/misses.md.
 """
 
@@ -26,9 +30,12 @@ import numpy as np
 
 from bench import dataset, queries
 from bench.queries import Frame
-from bench.run import COLLECTION, RESULTS, Outcome, prepare_collection, run_ours
+from bench.run import COLLECTION, CORNER_TOLERANCE_PX, RESULTS, Outcome, prepare_collection, run_ours
+from bench.scenes import corner_error, on_true_pose
 from matcher.decode import decode_image
 from matcher.features import describe_frame
+from matcher.index import match_descriptors
+from matcher.model import Features, Reference
 from matcher.recognizer import Recognizer
 from matcher.settings import MatcherSettings
 
@@ -48,23 +55,56 @@ def variant(settings: MatcherSettings, text: str) -> MatcherSettings:
     return dataclasses.replace(settings, **changes)
 
 
-def split_misses(recognizer: Recognizer, frames: list[Frame]) -> dict[str, tuple[int, int, int]]:
-    """Per one-object level: (frames, top item wrong or missing, of those found when matched alone)."""
+MISS_KINDS = (
+    ("right", "right, corners within 10 px"),
+    ("corners", "right item, a corner over 10 px off"),
+    ("shortlist", "found matching the right reference alone (the shortlist lost it)"),
+    ("verification", "not found alone, but enough pairs on the true pose (verification rejects it)"),
+    ("features", "fewer than `min_inliers` pairs on the true pose (the features do not carry it)"),
+)
+
+
+def true_pose_pairs(frame: Features, reference: Reference, corners: np.ndarray, scale: float, settings: MatcherSettings) -> int:
+    """How many of the frame's ratio-tested pairs with the reference lie where the true pose puts them.
+
+    The pairs are those verification starts from (`match_descriptors`); a pair counts when the
+    true homography brings its reference point within RANSAC's threshold of its frame point.
+    """
+    found = match_descriptors(frame.descriptors, reference, settings)
+    if found is None:
+        return 0
+    frame_idx, ref_idx = found
+    ref = reference.features
+    pose = on_true_pose(ref.points[ref_idx], frame.points[frame_idx], ref.width, ref.height, corners * scale, settings.ransac_reprojection_px)
+    return int(pose.sum())
+
+
+def classify(recognizer: Recognizer, frame: Frame) -> str:
+    """Which of MISS_KINDS a one-object frame is."""
     settings = recognizer.settings
-    out = {}
+    placement = frame.placements[0]
+    result = recognizer.recognize(COLLECTION, frame.data)
+    if result.matches and result.matches[0].item == placement.name:
+        error = corner_error(result.matches[0].corners, placement.corners)
+        return "right" if error <= CORNER_TOLERANCE_PX else "corners"
+    image = decode_image(frame.data, settings.frame_max_side, settings.max_image_pixels)
+    features = describe_frame(image.gray, settings)
+    if recognizer.find_items(COLLECTION, image, features, [placement.name]).matches:
+        return "shortlist"
+    reference = recognizer.collection(COLLECTION).reference(placement.name)
+    if reference is not None and true_pose_pairs(features, reference, placement.corners, image.scale, settings) >= settings.min_inliers:
+        return "verification"
+    return "features"
+
+
+def classify_misses(recognizer: Recognizer, frames: list[Frame]) -> dict[str, dict[str, int]]:
+    """Per one-object level: how many frames of each of MISS_KINDS."""
+    out: dict[str, dict[str, int]] = {}
     for level in ONE_OBJECT:
-        shown = [f for f in frames if f.level == level]
-        missed = found_alone = 0
-        for frame in shown:
-            truth = frame.placements[0].name
-            result = recognizer.recognize(COLLECTION, frame.data)
-            if result.matches and result.matches[0].item == truth:
-                continue
-            missed += 1
-            image = decode_image(frame.data, settings.frame_max_side, settings.max_image_pixels)
-            alone = recognizer.find_items(COLLECTION, image, describe_frame(image.gray, settings), [truth])
-            found_alone += bool(alone.matches)
-        out[level] = (len(shown), missed, found_alone)
+        counts = dict.fromkeys((kind for kind, _ in MISS_KINDS), 0)
+        for frame in (f for f in frames if f.level == level):
+            counts[classify(recognizer, frame)] += 1
+        out[level] = counts
     return out
 
 
@@ -92,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     recognizer = Recognizer(settings)
     recognizer.load(COLLECTION, collection.references(len(collection.specs)))
 
-    split = split_misses(recognizer, frames)
+    split = classify_misses(recognizer, frames)
     rows = []
     # The defaults run first and last: the difference between the two is how far the times drift in one run.
     for label, text in [("defaults", ""), *((v, v) for v in args.variants), ("defaults, again", "")]:
@@ -109,11 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         + "".join(f" --set {v}" for v in args.variants)
         + f"`: {len(collection.specs):,} references, the benchmark's frames (seed 7, {args.frames} per level).",
         "",
-        "| level | frames | top item wrong or missing | of those, found matching the right reference alone (shortlist lost it) | not found even so (features) |",
-        "| --- | --- | --- | --- | --- |",
+        "Each frame of a one-object level, by what became of it (a frame counts once, in the first that fits):",
+        "",
+        "| level | frames | " + " | ".join(text for _, text in MISS_KINDS) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in MISS_KINDS) + " |",
     ]
-    for level, (shown, missed, alone) in split.items():
-        lines.append(f"| {level} | {shown} | {missed} | {alone} | {missed - alone} |")
+    for level, counts in split.items():
+        lines.append(f"| {level} | {sum(counts.values())} | " + " | ".join(str(counts[kind]) for kind, _ in MISS_KINDS) + " |")
     lines += [
         "",
         "Recall@1 (right item, corners within 10 px) and latency per frame, one process, on the same frames:",

@@ -91,3 +91,17 @@ def jpeg(image: np.ndarray, quality: int = 85) -> bytes:
 def corner_error(found: list[list[float]], truth: np.ndarray) -> float:
     """Largest distance in pixels between found and true corners."""
     return float(np.max(np.linalg.norm(np.asarray(found, np.float64) - truth, axis=1)))
+
+
+def on_true_pose(reference_points: np.ndarray, frame_points: np.ndarray, width: int, height: int, corners: np.ndarray, px: float) -> np.ndarray:
+    """(N,) bool: which pairs of (N, 2) reference and frame points the true pose explains within `px`.
+
+    `width` x `height`: the reference's size in its points' pixels; `corners`: where its outline
+    lies in the frame (Placement.corners, in the frame points' pixels).
+    """
+    if len(reference_points) == 0:
+        return np.zeros(0, bool)
+    outline = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    H = cv2.getPerspectiveTransform(outline, np.asarray(corners, np.float32))
+    projected = cv2.perspectiveTransform(np.asarray(reference_points, np.float32).reshape(-1, 1, 2), H).reshape(-1, 2)
+    return np.linalg.norm(projected - np.asarray(frame_points, np.float32), axis=1) <= px
