@@ -11,9 +11,10 @@ way a stream looks for an item it lost: no search of the collection, the same
 verification), so the search's shortlist lost it; not found alone although at
 least `min_inliers` of the pairs verification starts from lie where the true pose
 puts them, so verification rejected a pose the features carry; and fewer such
-pairs than that, so the frame's features do not carry the object. Then recall and
-latency of each `--set` variant of the settings on the same frames, next to the
-defaults.
+pairs than that, so the frame's features do not carry the object. Then recall,
+false positives and latency of each `--set` variant of the settings next to the
+defaults, on every level's frames; the variants take turns frame by frame, so the
+machine's drift during the run weighs on all alike.
 Writes bench/results/misses.md.
 """
 
@@ -108,6 +109,16 @@ def classify_misses(recognizer: Recognizer, frames: list[Frame]) -> dict[str, di
     return out
 
 
+def in_turn(recognizer: Recognizer, variants: list[tuple[str, MatcherSettings]], frames: list[Frame]) -> list[list[Outcome]]:
+    """Each variant's outcome on every frame; the variants take turns on each frame, in rotating order."""
+    outcomes: list[list[Outcome]] = [[] for _ in variants]
+    for n, frame in enumerate(frames):
+        for k in (n + i for i in range(len(variants))):
+            recognizer.settings = variants[k % len(variants)][1]
+            outcomes[k % len(variants)] += run_ours(recognizer, [frame])
+    return outcomes
+
+
 def recall(outcomes: list[Outcome]) -> dict[str, float]:
     by_level: dict[str, list[bool]] = {}
     for o in outcomes:
@@ -128,18 +139,18 @@ def main(argv: list[str] | None = None) -> int:
     collection, _, _ = prepare_collection(args.size, settings)
     backgrounds = [cv2.imread(p, cv2.IMREAD_COLOR) for p in dataset.background_paths()]
     targets = [(s.item, s.kind, dataset.render(s)) for s in collection.specs[:100]]
-    frames = [f for f in queries.make_frames(7, args.frames, targets, backgrounds) if f.level in LEVELS]
+    every_level = queries.make_frames(7, args.frames, targets, backgrounds)
+    frames = [f for f in every_level if f.level in LEVELS]
     recognizer = Recognizer(settings)
     recognizer.load(COLLECTION, collection.references(len(collection.specs)))
 
     split = classify_misses(recognizer, frames)
+    variants = [("defaults", variant(settings, "")), *((v, variant(settings, v)) for v in args.variants)]
     rows = []
-    # The defaults run first and last: the difference between the two is how far the times drift in one run.
-    for label, text in [("defaults", ""), *((v, v) for v in args.variants), ("defaults, again", "")]:
-        recognizer.settings = variant(settings, text)
-        outcomes = run_ours(recognizer, frames)
+    for label, outcomes in zip((label for label, _ in variants), in_turn(recognizer, variants, every_level), strict=True):
         ms = [o.ms for o in outcomes]
-        rows.append((label, recall(outcomes), float(np.median(ms)), float(np.percentile(ms, 95))))
+        false_positives = 100.0 * float(np.mean([o.false_items > 0 for o in outcomes if o.level == "distractors"]))
+        rows.append((label, recall(outcomes), false_positives, float(np.median(ms)), float(np.percentile(ms, 95))))
         print(rows[-1], flush=True)
 
     lines = [
@@ -158,13 +169,20 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {level} | {sum(counts.values())} | " + " | ".join(str(counts[kind]) for kind, _ in MISS_KINDS) + " |")
     lines += [
         "",
-        "Recall@1 (right item, corners within 10 px) and latency per frame, one process, on the same frames:",
+        f"Recall@1 (right item, corners within 10 px), false positives on distractors and latency per frame over "
+        f"every level ({len(every_level)} frames, as `python -m bench` times them), one process. The variants take "
+        "turns frame by frame (each frame goes through every variant, in rotating order, before the next), so the "
+        "machine's drift during the run weighs on all of them alike:",
         "",
-        "| settings | " + " | ".join(LEVELS) + " | p50 / p95 ms |",
-        "| --- | " + " | ".join("---" for _ in LEVELS) + " | --- |",
+        "| settings | " + " | ".join(LEVELS) + " | false positives | p50 / p95 ms |",
+        "| --- | " + " | ".join("---" for _ in LEVELS) + " | --- | --- |",
     ]
-    for label, hits, p50, p95 in rows:
-        lines.append(f"| {label} | " + " | ".join(f"{hits.get(level, float('nan')):.1f} %" for level in LEVELS) + f" | {p50:.1f} / {p95:.1f} |")
+    for label, hits, false_positives, p50, p95 in rows:
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{hits.get(level, float('nan')):.1f} %" for level in LEVELS)
+            + f" | {false_positives:.1f} % | {p50:.1f} / {p95:.1f} |"
+        )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
