@@ -259,7 +259,7 @@ def _shard_child(references: list[Reference], frames: list[bytes], repeats: int,
         runs: dict[str, list[float]] = {name: [] for name in timed}
         for _ in range(repeats):
             wall, cpu = time.perf_counter(), time.process_time()
-            index.shortlist(described.descriptors, settings)
+            index.shortlist(described.descriptors, settings, described.angles)
             runs["search_wall"].append((time.perf_counter() - wall) * 1000)
             runs["search_cpu"].append((time.process_time() - cpu) * 1000)
             wall, cpu = time.perf_counter(), time.process_time()

@@ -285,12 +285,13 @@ def prepare_collection(
     scenes = overlap.showing_a_background(collection.specs, dataset.background_paths())
     if any(s.item in scenes for s in collection.specs[:first]):
         raise SystemExit(f"query targets show a background's scene: {sorted(s.item for s in collection.specs[:first] if s.item in scenes)}")
-    # Copies are looked for with the strict shortlist (no look-alike votes): it finds a picture
-    # shown twice, while look-alike votes also verify collages that share only typeset text with
-    # a target (a date, a web address in the same face), which are confusers to keep, not copies.
+    # Copies are looked for with the strict shortlist (no look-alike votes, no items shortlisted
+    # on a few agreeing votes): it finds a picture shown twice, with votes to spare, while those
+    # also verify collages that share only typeset text with a target (a date, a web address in
+    # the same face), which are confusers to keep, not copies.
     # Every item that verifies counts: a copy lies exactly where the target does, which is what
     # one-item-per-place would hide.
-    strict = dataclasses.replace(settings, shared_vote_weight=0.0, max_outline_overlap=1.0)
+    strict = dataclasses.replace(settings, shared_vote_weight=0.0, min_agreeing_votes=0, max_outline_overlap=1.0)
     collection, copies = without_copies_of_targets(collection, first, strict, set(scenes))
     if copies:
         print(f"dropped {len(copies)} references showing the same picture as a query target: {', '.join(copies)}")

@@ -16,6 +16,7 @@ import ctypes
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from matcher.model import DESCRIPTOR_BYTES, Correspondences, Features, Reference
 from matcher.settings import MatcherSettings
+from matcher.verification import agreeing_turns
 
 log = logging.getLogger("catchlight.index")
 
@@ -55,12 +57,19 @@ class DescriptorIndex(abc.ABC):
         """The stored reference of an item."""
 
     @abc.abstractmethod
+    def keypoint_positions(self, item: str) -> np.ndarray | None:
+        """(N, 2) positions of a reference's keypoints, without reading its descriptors."""
+
+    @abc.abstractmethod
     def __len__(self) -> int:
         """Number of references."""
 
     @abc.abstractmethod
-    def shortlist(self, descriptors: np.ndarray, settings: MatcherSettings) -> list[Correspondences]:
-        """Best candidates for a frame's (N, 32) uint8 descriptors, most votes first."""
+    def shortlist(self, descriptors: np.ndarray, settings: MatcherSettings, angles: np.ndarray | None = None) -> list[Correspondences]:
+        """Best candidates for a frame's (N, 32) uint8 descriptors, most votes first.
+
+        `angles`: the (N,) uint8 orientations of the frame's keypoints, when known.
+        """
 
 
 @dataclass(frozen=True)
@@ -326,7 +335,7 @@ class InvertedFileIndex(DescriptorIndex):
     def descriptor_count(self) -> int:
         return self._live_rows
 
-    def shortlist(self, descriptors: np.ndarray, settings: MatcherSettings) -> list[Correspondences]:
+    def shortlist(self, descriptors: np.ndarray, settings: MatcherSettings, angles: np.ndarray | None = None) -> list[Correspondences]:
         if len(descriptors) == 0:
             return []
         with self._lock:
@@ -351,12 +360,15 @@ class InvertedFileIndex(DescriptorIndex):
             gone = dead[slots]
             slots = np.where(gone, -1, slots)
             distances = np.where(gone, np.iinfo(np.int32).max, distances)
-            voted = _vote(distances, slots, keypoints, self._item_of_slot, settings)
-            references = [self.reference(c.item) for c in voted]
+            voted = _vote(distances, slots, keypoints, self._item_of_slot, settings, angles, self._angles_of_slot)
+            references = [None if c.fallback else self.reference(c.item) for c in voted]
         # The global ratio test above is strict where references look alike (tiles of one photo,
         # one brand's posters): re-match each candidate on its own to recover its correspondences.
         result = []
         for candidate, reference in zip(voted, references, strict=True):
+            if candidate.fallback:  # read and re-matched by the recognizer if it comes to verifying them
+                result.append(candidate)
+                continue
             found = match_descriptors(descriptors, reference, settings) if reference is not None else None
             if found is not None and len(found[0]) > len(candidate.frame_indices):
                 candidate = Correspondences(candidate.item, found[0], found[1], candidate.votes, reference)
@@ -364,6 +376,14 @@ class InvertedFileIndex(DescriptorIndex):
                 candidate = Correspondences(candidate.item, candidate.frame_indices, candidate.reference_indices, candidate.votes, reference)
             result.append(candidate)
         return result
+
+    def keypoint_positions(self, item: str) -> np.ndarray | None:
+        held = self._held.get(item)
+        return None if held is None else held.points
+
+    def _angles_of_slot(self, slot: int) -> np.ndarray | None:
+        item = self._item_of_slot[slot]
+        return None if item is None else self._held[item].angles
 
 
 def _own_angles(features: Features) -> np.ndarray | None:
@@ -557,12 +577,16 @@ def _vote(
     keypoints: np.ndarray,
     item_of_slot: list[str | None],
     settings: MatcherSettings,
+    frame_angles: np.ndarray | None = None,
+    angles_of_slot: Callable[[int], np.ndarray | None] | None = None,
 ) -> list[Correspondences]:
     """Ratio-test each frame descriptor's nearest neighbour against the nearest of another item.
 
     The candidates are the items with the most votes among those with enough support
     (descriptors that passed the test, and those shared with a look-alike item), at
-    least one of which passed the test.
+    least one of which passed the test. After them come the fallback candidates
+    (`_turning_alike`; `frame_angles`: the frame keypoints' orientations,
+    `angles_of_slot`: a reference's).
     `distances`, `slots`, `keypoints`: (N, k) per frame descriptor and neighbour;
     slot -1 is no neighbour.
     """
@@ -619,7 +643,63 @@ def _vote(
                 votes=float(votes[j]),
             )
         )
+    if frame_angles is not None and angles_of_slot is not None:
+        shortlisted = {c.item for c in result}
+        result += _turning_alike(close, best_slot, keypoints, frame_angles, angles_of_slot, shortlisted, item_of_slot, settings)
     return result
+
+
+def _turning_alike(
+    close: np.ndarray,
+    best_slot: np.ndarray,
+    keypoints: np.ndarray,
+    frame_angles: np.ndarray,
+    angles_of_slot: Callable[[int], np.ndarray | None],
+    shortlisted: set[str],
+    item_of_slot: list[str | None],
+    settings: MatcherSettings,
+) -> list[Correspondences]:
+    """Fallback candidates: items nearest to a few frame descriptors that all turn by one angle.
+
+    In a large collection a small, dim or blurred object's descriptors are mostly nearer to
+    some other item's, or fail the ratio test, and it is not shortlisted; but the few whose
+    nearest neighbour is in it turn alike, while chance neighbours turn by any angle. At most
+    `fallback_candidates` such items, most agreeing first, marked `fallback`: they are only
+    verified when no shortlisted item is found, and only if the pairs lie as on one object
+    (`verification.same_layout`).
+    """
+    least = settings.min_agreeing_votes
+    if least <= 0 or settings.fallback_candidates <= 0 or settings.orientation_tolerance_degrees <= 0:
+        return []
+    nearest = np.nonzero(close)[0]
+    slots, group, counts = np.unique(best_slot[nearest], return_inverse=True, return_counts=True)
+    wanted: list[str] = []
+    members: list[np.ndarray] = []
+    reference_angles: list[np.ndarray] = []
+    for g in np.nonzero(counts >= least)[0]:
+        slot = int(slots[g])
+        item = item_of_slot[slot]
+        angles = None if item is None or item in shortlisted else angles_of_slot(slot)
+        if item is not None and angles is not None:
+            these = nearest[group == g]
+            wanted.append(item)
+            members.append(these)
+            reference_angles.append(angles[keypoints[these, 0]])
+    if not wanted:
+        return []
+    # All the items' turns are judged at once, each item against its own most common turn.
+    of_item = np.repeat(np.arange(len(wanted)), [len(m) for m in members])
+    agree = agreeing_turns(
+        frame_angles[np.concatenate(members)], np.concatenate(reference_angles), settings.orientation_tolerance_degrees, of_item
+    )
+    agreeing = np.bincount(of_item, weights=agree, minlength=len(wanted))
+    found = []
+    for i in np.argsort(-agreeing, kind="stable")[: settings.fallback_candidates]:
+        if agreeing[i] < least:
+            break
+        pairs = members[i][agree[of_item == i]]
+        found.append(Correspondences(wanted[i], pairs, keypoints[pairs, 0].astype(np.int64), float(agreeing[i]), fallback=True))
+    return found
 
 
 def match_descriptors(frame_descriptors: np.ndarray, reference: Reference, settings: MatcherSettings) -> tuple[np.ndarray, np.ndarray] | None:

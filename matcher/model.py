@@ -61,6 +61,8 @@ class Correspondences:
     """Shortlist score: more and more distinctive matches score higher."""
     reference: Reference | None = None
     """The candidate reference itself, when the index already had to read it back."""
+    fallback: bool = False
+    """Shortlisted on a few agreeing votes only: worth verifying when no other candidate is found."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ No I/O here: the worker feeds references in and frames through.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -21,7 +22,7 @@ from matcher.index import DescriptorIndex, InvertedFileIndex, match_descriptors
 from matcher.model import Correspondences, Features, FrameResult, Reference
 from matcher.outline import snap_outline
 from matcher.settings import MatcherSettings
-from matcher.verification import Verified, inlier_points, one_item_per_place, to_match, verify
+from matcher.verification import Verified, inlier_points, one_item_per_place, same_layout, to_match, verify
 
 _CACHED_REFERENCES = 512  # per collection: the items camera streams currently follow, with room to spare
 
@@ -93,6 +94,9 @@ class WatchedIndex(DescriptorIndex):
     def reference(self, item: str) -> Reference | None:
         return self.index.reference(item)
 
+    def keypoint_positions(self, item: str) -> np.ndarray | None:
+        return self.index.keypoint_positions(item)
+
     def cached_reference(self, item: str) -> Reference | None:
         """The same as `reference`, read from the index only once per change of the collection."""
         revision = self.revision  # before reading: a change made meanwhile makes this entry stale
@@ -112,8 +116,8 @@ class WatchedIndex(DescriptorIndex):
     def __len__(self) -> int:
         return len(self.index)
 
-    def shortlist(self, descriptors: np.ndarray, settings: MatcherSettings) -> list[Correspondences]:
-        return self.index.shortlist(descriptors, settings)
+    def shortlist(self, descriptors: np.ndarray, settings: MatcherSettings, angles: np.ndarray | None = None) -> list[Correspondences]:
+        return self.index.shortlist(descriptors, settings, angles)
 
 
 class Recognizer:
@@ -172,18 +176,23 @@ class Recognizer:
         if frame is None:
             frame = describe_frame(image.gray, self.settings)
         described = time.perf_counter()
-        shortlist = index.shortlist(frame.descriptors, self.settings)
+        shortlist = index.shortlist(frame.descriptors, self.settings, frame.angles)
         searched = time.perf_counter()
         result = FrameResult(width=image.width, height=image.height)
         for candidate in shortlist:
-            reference = candidate.reference or index.reference(candidate.item)
-            if reference is None:
-                continue
-            verified = verify(frame, reference, candidate, self.settings)
-            if verified is not None:
-                H = self._snapped(image, verified, reference)
-                points = inlier_points(frame, reference, candidate, H, self.settings) if with_inliers else None
-                result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, points, verified.coverage))
+            if not candidate.fallback:
+                self._verify_candidate(index, image, frame, candidate, with_inliers, result)
+        if not result.matches:
+            # Nothing the search was sure of is here: the items a few agreeing votes point to may be.
+            for candidate in shortlist:
+                positions = index.keypoint_positions(candidate.item) if candidate.fallback else None
+                if positions is not None and same_layout(
+                    positions[candidate.reference_indices],
+                    frame.points[candidate.frame_indices],
+                    float(np.ptp(positions, axis=0).max()),
+                    self.settings,
+                ):
+                    self._verify_candidate(index, image, frame, self._rematched(index, frame, candidate), with_inliers, result)
         verified_at = time.perf_counter()
         result.matches.sort(key=lambda m: -m.score)
         result.matches = one_item_per_place(result.matches, self.settings.max_outline_overlap)
@@ -195,6 +204,29 @@ class Recognizer:
             match=verified_at - started,
         )
         return result
+
+    def _verify_candidate(
+        self, index: WatchedIndex, image: DecodedImage, frame: Features, candidate: Correspondences, with_inliers: bool, result: FrameResult
+    ) -> None:
+        """Verify one candidate and add it to `result` if it is there."""
+        reference = candidate.reference or index.reference(candidate.item)
+        if reference is None:
+            return
+        verified = verify(frame, reference, candidate, self.settings)
+        if verified is not None:
+            H = self._snapped(image, verified, reference)
+            points = inlier_points(frame, reference, candidate, H, self.settings) if with_inliers else None
+            result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, points, verified.coverage))
+
+    def _rematched(self, index: WatchedIndex, frame: Features, candidate: Correspondences) -> Correspondences:
+        """A fallback candidate, its reference read, with the frame matched against it alone when that pairs more."""
+        reference = index.cached_reference(candidate.item)  # a stream keeps looking for the same one
+        if reference is None:
+            return candidate
+        found = match_descriptors(frame.descriptors, reference, self.settings)
+        if found is None or len(found[0]) <= len(candidate.frame_indices):
+            return dataclasses.replace(candidate, reference=reference)
+        return Correspondences(candidate.item, found[0], found[1], candidate.votes, reference, fallback=True)
 
     def _snapped(self, image: DecodedImage, verified: Verified, reference: Reference) -> np.ndarray:
         """The verified pose with its outline on the object's edges in the frame (matcher/outline.py)."""

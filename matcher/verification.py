@@ -20,6 +20,7 @@ from matcher.settings import MatcherSettings
 
 _RANSAC_ITERATIONS = 2000
 _RANSAC_CONFIDENCE = 0.995
+_LAYOUT_TOLERANCE = 0.1  # of the object's size in the frame: how far same_layout lets a pair be from the fitted similarity
 _POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.int32)
 
 
@@ -119,13 +120,7 @@ def same_rotation(frame: Features, reference: Features, correspondences: Corresp
     """
     if tolerance <= 0 or frame.angles is None or reference.angles is None or len(correspondences.frame_indices) == 0:
         return correspondences
-    turn = (frame.angles[correspondences.frame_indices].astype(np.int32) - reference.angles[correspondences.reference_indices]) % 256
-    # The most common rotation: the fullest window of three 32nds of a turn, in a circular histogram.
-    histogram = np.bincount(turn >> 3, minlength=32)
-    peak = int(np.argmax(histogram + np.roll(histogram, 1) + np.roll(histogram, -1)))
-    centre = peak * 8 + 4
-    off = np.abs((turn - centre + 128) % 256 - 128) * (360.0 / 256.0)
-    keep = off <= tolerance
+    keep = agreeing_turns(frame.angles[correspondences.frame_indices], reference.angles[correspondences.reference_indices], tolerance)
     if keep.all():
         return correspondences
     return dataclasses.replace(
@@ -133,6 +128,46 @@ def same_rotation(frame: Features, reference: Features, correspondences: Corresp
         frame_indices=correspondences.frame_indices[keep],
         reference_indices=correspondences.reference_indices[keep],
     )
+
+
+def agreeing_turns(
+    frame_angles: np.ndarray, reference_angles: np.ndarray, tolerance: float, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """(N,) bool: which of N pairs turn within `tolerance` degrees of the most common turn of their group.
+
+    Angles are uint8 256ths of a turn (`features.orientations`), paired frame and reference side;
+    `groups`: (N,) int 0..G-1, the pairs of each reference a frame was paired with (None: one group).
+    """
+    turn = (frame_angles.astype(np.int32) - reference_angles) % 256
+    group = np.zeros(len(turn), np.int64) if groups is None else np.asarray(groups, np.int64)
+    count = int(group.max()) + 1 if len(group) else 0
+    # The most common rotation: the fullest window of three 32nds of a turn, in a circular histogram.
+    histogram = np.bincount(group * 32 + (turn >> 3), minlength=count * 32).reshape(count, 32)
+    window = histogram + np.roll(histogram, 1, axis=1) + np.roll(histogram, -1, axis=1)
+    centre = np.argmax(window, axis=1) * 8 + 4
+    off = np.abs((turn - centre[group] + 128) % 256 - 128) * (360.0 / 256.0)
+    return off <= tolerance
+
+
+def same_layout(reference_points: np.ndarray, frame_points: np.ndarray, reference_size: float, settings: MatcherSettings) -> bool:
+    """Whether a few pairs lie as on one object: a turn, a scale and a shift put at least
+    `min_agreeing_votes` of the (K, 2) reference points near their frame points.
+
+    Near is a tenth of the object's size in the frame (the reference's `reference_size` px
+    times the fitted scale): loose, since a tilted object is no similarity, but pairs
+    bunched by chance on one spot of the frame do not pass as a speck-sized object.
+    Decides whether a fallback candidate is worth reading and verifying.
+    """
+    least = max(3, settings.min_agreeing_votes)
+    if len(reference_points) < least:
+        return False
+    src, dst = reference_points.astype(np.float32), frame_points.astype(np.float32)
+    M, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+    if M is None or not np.all(np.isfinite(M)):
+        return False
+    scale = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
+    residual = np.linalg.norm(src @ M[:, :2].T + M[:, 2] - dst, axis=1)
+    return int(np.sum(residual <= _LAYOUT_TOLERANCE * scale * reference_size)) >= least
 
 
 def coverage(points: np.ndarray, reference: Features) -> float:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from matcher.index import DescriptorIndex, InvertedFileIndex
 from matcher.model import Features, Reference
 from matcher.settings import MatcherSettings
+from matcher.verification import same_layout
 
 IMPLEMENTATIONS = [InvertedFileIndex]
 
@@ -115,3 +118,44 @@ def test_workers_loading_the_same_references_in_any_order_build_the_same_partiti
     query = np.ascontiguousarray(np.concatenate([ref.features.descriptors[:20] for ref in refs[::10]]))
     found = [index._index.search(query, 4) for index in (first, second)]
     assert np.array_equal(found[0][0], found[1][0]) and np.array_equal(found[0][1], found[1][1])
+
+
+def test_an_item_nearest_to_a_few_descriptors_that_turn_alike_is_a_fallback_candidate() -> None:
+    """Too few votes to be shortlisted, but all turning by one angle: worth verifying if nothing else is found."""
+    rng = np.random.default_rng(11)
+    refs = []
+    for i in range(60):
+        ref = _reference(f"r{i:03d}", rng)
+        angles = rng.integers(0, 256, len(ref.features), dtype=np.uint8)
+        refs.append(Reference(ref.item, ref.name, ref.metadata, dataclasses.replace(ref.features, angles=angles)))
+    index = InvertedFileIndex()
+    index.bulk_load(refs)
+    settings = MatcherSettings(fallback_candidates=2)
+    seen = refs[7].features
+    picked = rng.choice(len(seen), settings.min_agreeing_votes + 1, replace=False)  # fewer than the shortlist's 7 votes
+    # The rest of the frame is far from everything (random 256-bit strings differ in about 128 bits).
+    descriptors = np.vstack([seen.descriptors[picked], rng.integers(0, 256, (800, 32), dtype=np.uint8)])
+    noise_angles = rng.integers(0, 256, 800, dtype=np.uint8)
+
+    def candidates(turns: np.ndarray, settings: MatcherSettings) -> list[tuple[str, bool]]:
+        angles = np.concatenate([turns, noise_angles]).astype(np.uint8)
+        return [(c.item, c.fallback) for c in index.shortlist(descriptors, settings, angles)]
+
+    turned_alike = (seen.angles[picked].astype(int) + 40) % 256  # the object seen turned by 56 degrees
+    turned_anyhow = (seen.angles[picked].astype(int) + np.array([0, 64, 128, 192, 96])[: len(picked)]) % 256
+    assert candidates(turned_alike, settings) == [("r007", True)]
+    assert candidates(turned_anyhow, settings) == []
+    assert candidates(turned_alike, dataclasses.replace(settings, fallback_candidates=0)) == []
+    assert index.shortlist(descriptors, settings) == []  # no orientations known, no fallback
+
+
+def test_a_fallback_is_verified_only_when_its_pairs_lie_as_on_one_object() -> None:
+    settings = MatcherSettings(fallback_candidates=2)
+    rng = np.random.default_rng(5)
+    on_reference = rng.uniform(0, 600, (6, 2))
+    turn = np.radians(30)
+    similarity = 0.4 * np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    seen = on_reference @ similarity.T + [200, 120] + rng.normal(0, 2, (6, 2))  # an object a third of the frame wide
+    assert same_layout(on_reference, seen, 600, settings)
+    assert not same_layout(on_reference, rng.uniform(0, 640, (6, 2)), 600, settings)  # scattered by chance
+    assert not same_layout(on_reference, [320, 240] + rng.normal(0, 3, (6, 2)), 600, settings)  # bunched on one spot

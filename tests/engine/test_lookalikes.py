@@ -59,10 +59,14 @@ def _recall(photos: Photos, settings: MatcherSettings) -> tuple[float, int]:
 
 def test_the_right_member_of_a_look_alike_family_is_recognized(photos: Photos, settings: MatcherSettings) -> None:
     with_shared_votes, crowded = _recall(photos, settings)
-    without, _ = _recall(photos, dataclasses.replace(settings, shared_vote_weight=0.0))
-    assert with_shared_votes >= 0.65, f"recall {with_shared_votes:.2f}"  # today 0.72
-    # The shared descriptors' votes are what brings the right member to verification (today 0.55 without).
-    assert with_shared_votes - without >= 0.1, f"{with_shared_votes:.2f} with shared votes, {without:.2f} without"
+    assert with_shared_votes >= 0.65, f"recall {with_shared_votes:.2f}"  # today 0.70
+    # The shared descriptors' votes are what brings the right member to verification (today 0.59 without).
+    # Fallback candidates (a few votes turning alike) bring it there in some frames too; they are left
+    # out of both counts here, so what is measured is the shared votes alone.
+    alone = dataclasses.replace(settings, fallback_candidates=0)
+    with_shared_votes_alone, _ = _recall(photos, alone)
+    without, _ = _recall(photos, dataclasses.replace(alone, shared_vote_weight=0.0))
+    assert with_shared_votes_alone - without >= 0.1, f"{with_shared_votes_alone:.2f} with shared votes, {without:.2f} without"
     # Its look-alikes verify too (nine tenths of each is in view) but are the same object: not reported.
     assert crowded == 0, f"{crowded} frames of one member reported several members"
 
