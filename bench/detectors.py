@@ -36,6 +36,7 @@ import numpy as np
 
 from bench import dataset, queries
 from bench.misses import true_pose_pairs
+from bench.report import publish
 from bench.run import RESULTS
 from bench.scenes import on_true_pose
 from matcher.decode import decode_image
@@ -183,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             carried = f"{100.0 * float(np.mean(pairs >= need)):.1f} % / {100.0 * float(np.mean(pairs >= least)):.1f} %"
             cells += [carried, f"{float(np.median(pairs)):.0f}"]
         lines.append(f"| {row.name} | " + " | ".join(cells) + f" | {statistics.median(row.ms):.1f} | {row.descriptor_bytes} |")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish(lines, args.output)
     return 0
 
 

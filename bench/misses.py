@@ -31,6 +31,7 @@ import numpy as np
 
 from bench import dataset, queries
 from bench.queries import Frame
+from bench.report import publish
 from bench.run import COLLECTION, CORNER_TOLERANCE_PX, RESULTS, Outcome, prepare_collection, run_ours
 from bench.scenes import corner_error, on_true_pose
 from matcher.decode import decode_image
@@ -183,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             + " | ".join(f"{hits.get(level, float('nan')):.1f} %" for level in LEVELS)
             + f" | {false_positives:.1f} % | {p50:.1f} / {p95:.1f} |"
         )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish(lines, args.output)
     return 0
 
 

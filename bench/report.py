@@ -66,6 +66,13 @@ def _targets(report: dict) -> list[tuple[str, str, str, bool | None]]:
     return rows
 
 
+def publish(lines: list[str], path: Path) -> None:
+    """Write a markdown table's lines to `path` (its folder made if need be) and show them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def write_report(report: dict, out: Path, quick: bool = False) -> None:
     sizes = report["sizes"]
     lines = [
