@@ -114,9 +114,10 @@ def in_turn(recognizer: Recognizer, variants: list[tuple[str, MatcherSettings]],
     """Each variant's outcome on every frame; the variants take turns on each frame, in rotating order."""
     outcomes: list[list[Outcome]] = [[] for _ in variants]
     for n, frame in enumerate(frames):
-        for k in (n + i for i in range(len(variants))):
-            recognizer.settings = variants[k % len(variants)][1]
-            outcomes[k % len(variants)] += run_ours(recognizer, [frame])
+        for i in range(len(variants)):
+            k = (n + i) % len(variants)
+            recognizer.settings = variants[k][1]
+            outcomes[k] += run_ours(recognizer, [frame])
     return outcomes
 
 

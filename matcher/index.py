@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import faiss
@@ -366,15 +366,8 @@ class InvertedFileIndex(DescriptorIndex):
         # one brand's posters): re-match each candidate on its own to recover its correspondences.
         result = []
         for candidate, reference in zip(voted, references, strict=True):
-            if candidate.fallback:  # read and re-matched by the recognizer if it comes to verifying them
-                result.append(candidate)
-                continue
-            found = match_descriptors(descriptors, reference, settings) if reference is not None else None
-            if found is not None and len(found[0]) > len(candidate.frame_indices):
-                candidate = Correspondences(candidate.item, found[0], found[1], candidate.votes, reference)
-            else:
-                candidate = Correspondences(candidate.item, candidate.frame_indices, candidate.reference_indices, candidate.votes, reference)
-            result.append(candidate)
+            # Fallbacks are read and re-matched by the recognizer, if it comes to verifying them.
+            result.append(candidate if candidate.fallback or reference is None else rematched(candidate, reference, descriptors, settings))
         return result
 
     def keypoint_positions(self, item: str) -> np.ndarray | None:
@@ -700,6 +693,15 @@ def _turning_alike(
         pairs = members[i][agree[of_item == i]]
         found.append(Correspondences(wanted[i], pairs, keypoints[pairs, 0].astype(np.int64), float(agreeing[i]), fallback=True))
     return found
+
+
+def rematched(candidate: Correspondences, reference: Reference, frame_descriptors: np.ndarray, settings: MatcherSettings) -> Correspondences:
+    """The candidate with its reference, and with the pairs of the frame matched against that reference alone
+    when those are more than the search found."""
+    found = match_descriptors(frame_descriptors, reference, settings)
+    if found is None or len(found[0]) <= len(candidate.frame_indices):
+        return replace(candidate, reference=reference)
+    return replace(candidate, frame_indices=found[0], reference_indices=found[1], reference=reference)
 
 
 def match_descriptors(frame_descriptors: np.ndarray, reference: Reference, settings: MatcherSettings) -> tuple[np.ndarray, np.ndarray] | None:

@@ -6,7 +6,6 @@ No I/O here: the worker feeds references in and frames through.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -18,7 +17,7 @@ import numpy as np
 
 from matcher.decode import DecodedImage, decode_image
 from matcher.features import describe_frame, describe_reference, reference_quality
-from matcher.index import DescriptorIndex, InvertedFileIndex, match_descriptors
+from matcher.index import DescriptorIndex, InvertedFileIndex, match_descriptors, rematched
 from matcher.model import Correspondences, Features, FrameResult, Reference
 from matcher.outline import snap_outline
 from matcher.settings import MatcherSettings
@@ -219,14 +218,9 @@ class Recognizer:
             result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, points, verified.coverage))
 
     def _rematched(self, index: WatchedIndex, frame: Features, candidate: Correspondences) -> Correspondences:
-        """A fallback candidate, its reference read, with the frame matched against it alone when that pairs more."""
+        """A fallback candidate with its reference read (`matcher.index.rematched`)."""
         reference = index.cached_reference(candidate.item)  # a stream keeps looking for the same one
-        if reference is None:
-            return candidate
-        found = match_descriptors(frame.descriptors, reference, self.settings)
-        if found is None or len(found[0]) <= len(candidate.frame_indices):
-            return dataclasses.replace(candidate, reference=reference)
-        return Correspondences(candidate.item, found[0], found[1], candidate.votes, reference, fallback=True)
+        return candidate if reference is None else rematched(candidate, reference, frame.descriptors, self.settings)
 
     def _snapped(self, image: DecodedImage, verified: Verified, reference: Reference) -> np.ndarray:
         """The verified pose with its outline on the object's edges in the frame (matcher/outline.py)."""
