@@ -16,6 +16,7 @@ import ctypes
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
@@ -39,6 +40,7 @@ _CENTRES_EXACT_BELOW = 1_024  # inverted-file cells: above this their centres ar
 _LISTS_PER_ROOT = 8.0  # inverted-file cells per square root of the descriptor count
 _TRAINING_SEED = 1234  # k-means starts from the same centres on every worker, so all build the same partition
 _CENTRE_PROBE = 8  # cells of the centres' index searched to find a descriptor's nearest cells
+_READ_BACK_KEPT = 512  # references read back kept per collection: the items camera streams follow, with room to spare
 
 
 class DescriptorIndex(abc.ABC):
@@ -119,6 +121,8 @@ class InvertedFileIndex(DescriptorIndex):
         """The slot lists as arrays, for turning FAISS's rows into items; None once a slot changes."""
         self._journal: list[tuple[str, Reference | str]] | None = None
         """Changes made while a background rebuild runs (None: no rebuild running)."""
+        self._read_back: OrderedDict[str, tuple[_Held, Reference]] = OrderedDict()
+        """References read back lately, with the entry they were read from: valid while that is still held."""
 
     background_rebuilds = True
     """Retrain in a background thread (workers) or in the calling thread (bulk tools)."""
@@ -257,7 +261,8 @@ class InvertedFileIndex(DescriptorIndex):
         return n > self._trained_for * _RETRAIN_GROWTH or n < self._trained_for / _RETRAIN_GROWTH
 
     def _all_references(self) -> list[Reference]:
-        return [r for r in (self.reference(item) for item in list(self._held)) if r is not None]
+        # Not through reference(): that would push the references streams follow out of those kept.
+        return [self._read(held) for held in list(self._held.values())]
 
     def _rebuild(self, references: list[Reference]) -> None:
         ordered = sorted(references, key=lambda r: r.item)
@@ -314,19 +319,29 @@ class InvertedFileIndex(DescriptorIndex):
     # -- queries ------------------------------------------------------------
 
     def reference(self, item: str) -> Reference | None:
+        """The item's reference; its descriptors are read back from the index once per change of the item.
+
+        Reading them back takes about half a millisecond (byte slices of hundreds of inverted
+        lists), and camera streams ask for the same few references on every frame.
+        """
         with self._lock:
             held = self._held.get(item)
             if held is None:
                 return None
-            n = len(held.points)
-            descriptors = (
-                _read_rows(self._index, held.first_row, n, self._list_codes)
-                if n
-                else np.zeros((0, DESCRIPTOR_BYTES), np.uint8)
-            )
-        return Reference(
-            held.item, held.name, held.metadata, Features(held.points, descriptors, held.width, held.height, held.angles)
-        )
+            kept = self._read_back.get(item)
+            if kept is not None and kept[0] is held:  # a changed or re-added item is held anew
+                self._read_back.move_to_end(item)
+                return kept[1]
+            reference = self._read(held)
+            self._read_back[item] = (held, reference)
+            while len(self._read_back) > _READ_BACK_KEPT:
+                self._read_back.popitem(last=False)
+            return reference
+
+    def _read(self, held: _Held) -> Reference:
+        n = len(held.points)
+        descriptors = _read_rows(self._index, held.first_row, n, self._list_codes) if n else np.zeros((0, DESCRIPTOR_BYTES), np.uint8)
+        return Reference(held.item, held.name, held.metadata, Features(held.points, descriptors, held.width, held.height, held.angles))
 
     def __len__(self) -> int:
         return len(self._held)

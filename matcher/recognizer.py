@@ -6,9 +6,7 @@ No I/O here: the worker feeds references in and frames through.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +20,6 @@ from matcher.model import Correspondences, Features, FrameResult, Reference
 from matcher.outline import snap_outline
 from matcher.settings import MatcherSettings
 from matcher.verification import Verified, inlier_points, one_item_per_place, same_layout, to_match, verify
-
-_CACHED_REFERENCES = 512  # per collection: the items camera streams currently follow, with room to spare
 
 
 class UnknownCollection(LookupError):
@@ -69,73 +65,23 @@ def describe_reference_image(data: bytes, settings: MatcherSettings) -> Describe
     return DescribedReference(features, quality)
 
 
-class WatchedIndex(DescriptorIndex):
-    """A collection's index that counts its changes, so references read from it can be kept until one happens.
-
-    Reading a reference back from the index (its descriptors are only in FAISS) takes
-    about a millisecond; a camera stream wants the same few references on every frame.
-    """
-
-    def __init__(self, index: DescriptorIndex) -> None:
-        self.index = index
-        self.revision = 0
-        self._cached: OrderedDict[str, tuple[int, Reference | None]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def add(self, reference: Reference) -> None:
-        self.index.add(reference)
-        self.revision += 1  # after the change: a reader who saw the old revision reads again
-
-    def remove(self, item: str) -> None:
-        self.index.remove(item)
-        self.revision += 1
-
-    def reference(self, item: str) -> Reference | None:
-        return self.index.reference(item)
-
-    def keypoint_positions(self, item: str) -> np.ndarray | None:
-        return self.index.keypoint_positions(item)
-
-    def cached_reference(self, item: str) -> Reference | None:
-        """The same as `reference`, read from the index only once per change of the collection."""
-        revision = self.revision  # before reading: a change made meanwhile makes this entry stale
-        with self._lock:
-            hit = self._cached.get(item)
-            if hit is not None and hit[0] == revision:
-                self._cached.move_to_end(item)
-                return hit[1]
-        reference = self.index.reference(item)
-        with self._lock:
-            self._cached[item] = (revision, reference)
-            self._cached.move_to_end(item)
-            while len(self._cached) > _CACHED_REFERENCES:
-                self._cached.popitem(last=False)
-        return reference
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def shortlist(self, descriptors: np.ndarray, settings: MatcherSettings, angles: np.ndarray | None = None) -> list[Correspondences]:
-        return self.index.shortlist(descriptors, settings, angles)
-
-
 class Recognizer:
     """Holds one index per collection and recognizes frames against them."""
 
     def __init__(self, settings: MatcherSettings) -> None:
         self.settings = settings
-        self._collections: dict[str, WatchedIndex] = {}
+        self._collections: dict[str, DescriptorIndex] = {}
 
-    def collection(self, name: str) -> WatchedIndex:
+    def collection(self, name: str) -> DescriptorIndex:
         index = self._collections.get(name)
         if index is None:
-            index = self._collections[name] = WatchedIndex(InvertedFileIndex())
+            index = self._collections[name] = InvertedFileIndex()
         return index
 
     def load(self, name: str, references: list[Reference]) -> None:
         index = InvertedFileIndex()
         index.bulk_load(references)
-        self._collections[name] = WatchedIndex(index)
+        self._collections[name] = index
 
     def drop(self, name: str) -> None:
         self._collections.pop(name, None)
@@ -205,7 +151,7 @@ class Recognizer:
         return result
 
     def _verify_candidate(
-        self, index: WatchedIndex, image: DecodedImage, frame: Features, candidate: Correspondences, with_inliers: bool, result: FrameResult
+        self, index: DescriptorIndex, image: DecodedImage, frame: Features, candidate: Correspondences, with_inliers: bool, result: FrameResult
     ) -> None:
         """Verify one candidate and add it to `result` if it is there."""
         reference = candidate.reference or index.reference(candidate.item)
@@ -217,9 +163,9 @@ class Recognizer:
             points = inlier_points(frame, reference, candidate, H, self.settings) if with_inliers else None
             result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, points, verified.coverage))
 
-    def _rematched(self, index: WatchedIndex, frame: Features, candidate: Correspondences) -> Correspondences:
+    def _rematched(self, index: DescriptorIndex, frame: Features, candidate: Correspondences) -> Correspondences:
         """A fallback candidate with its reference read (`matcher.index.rematched`)."""
-        reference = index.cached_reference(candidate.item)  # a stream keeps looking for the same one
+        reference = index.reference(candidate.item)
         return candidate if reference is None else rematched(candidate, reference, frame.descriptors, self.settings)
 
     def _snapped(self, image: DecodedImage, verified: Verified, reference: Reference) -> np.ndarray:
@@ -247,7 +193,7 @@ class Recognizer:
         searching, verifying = 0.0, 0.0
         for item in items:
             started = time.perf_counter()
-            reference = index.cached_reference(item)
+            reference = index.reference(item)
             found = match_descriptors(frame.descriptors, reference, self.settings) if reference is not None else None
             matched = time.perf_counter()
             searching += matched - started

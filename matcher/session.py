@@ -121,7 +121,7 @@ class StreamSessions:
         result = FrameResult(width=image.width, height=image.height)
         index = recognizer.collection(collection)
         for pose in tracker.poses():
-            reference = index.cached_reference(pose.item)
+            reference = index.reference(pose.item)
             if reference is None:  # deleted meanwhile
                 tracker.forget(pose.item)
                 continue
@@ -147,7 +147,7 @@ class StreamSessions:
         working = np.diag([scale, scale, 1.0])
         sightings = []
         for match in matches:
-            reference = index.cached_reference(match.item)
+            reference = index.reference(match.item)
             if reference is None:
                 continue
             H = working @ np.asarray(match.homography, np.float64).reshape(3, 3)

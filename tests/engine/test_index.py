@@ -44,6 +44,8 @@ def test_references_read_back_unchanged_after_adds_removals_and_rebuilds(make_in
     else:
         for ref in refs.values():
             index.add(ref)
+    for item in refs:  # read once before the changes: what the index kept of them must not outlive them
+        assert _same(index.reference(item), refs[item]), item
     for i in [i for i in range(60) if i % 3]:  # removals past half of the rows trigger a compaction
         index.remove(f"r{i:03d}")
         del refs[f"r{i:03d}"]
