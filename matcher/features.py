@@ -14,15 +14,16 @@ import numpy as np
 from matcher.model import Features
 from matcher.settings import MatcherSettings
 
-_orbs: dict[int, cv2.ORB] = {}
+_orbs: dict[tuple[int, int], cv2.ORB] = {}
+_REFERENCE_CORNER_THRESHOLD = 12
 
 
-def _orb(n: int) -> cv2.ORB:
+def _orb(n: int, corner_threshold: int = _REFERENCE_CORNER_THRESHOLD) -> cv2.ORB:
     # Corners are ranked by their FAST score, not ORB's default Harris score: on the
     # benchmark's blurred, tilted frames that kept corners which match again more
     # often (1,000 references, 150 frames a level: moderate 82.0 -> 85.3 %, several
     # 48.2 -> 60.0 %) and detection got cheaper (no Harris response per corner).
-    orb = _orbs.get(n)
+    orb = _orbs.get((n, corner_threshold))
     if orb is None:
         orb = cv2.ORB_create(
             nfeatures=n,
@@ -31,9 +32,9 @@ def _orb(n: int) -> cv2.ORB:
             edgeThreshold=19,
             scoreType=cv2.ORB_FAST_SCORE,
             patchSize=31,
-            fastThreshold=12,
+            fastThreshold=corner_threshold,
         )
-        _orbs[n] = orb
+        _orbs[n, corner_threshold] = orb
     return orb
 
 
@@ -58,7 +59,13 @@ def _spread(keypoints: list[cv2.KeyPoint], keep: int, shape: tuple[int, int], ce
     return [keypoints[i] for i in chosen]
 
 
-def detect(gray: np.ndarray, count: int, grid_cells: int, oversampling: float = 3.0) -> Features:
+def detect(
+    gray: np.ndarray,
+    count: int,
+    grid_cells: int,
+    oversampling: float = 3.0,
+    corner_threshold: int = _REFERENCE_CORNER_THRESHOLD,
+) -> Features:
     """ORB features of a (h, w) uint8 image, at most `count`, spread over the image.
 
     `oversampling` x `count` corners are detected, so the spreading has some to choose from.
@@ -66,7 +73,7 @@ def detect(gray: np.ndarray, count: int, grid_cells: int, oversampling: float = 
     h, w = gray.shape[:2]
     if min(h, w) < 32:
         return Features.empty(w, h)
-    orb = _orb(max(count, round(count * oversampling)))
+    orb = _orb(max(count, round(count * oversampling)), corner_threshold)
     keypoints = orb.detect(gray, None)
     keypoints = _spread(list(keypoints), count, (h, w), grid_cells)
     if not keypoints:
@@ -104,7 +111,11 @@ def stretch_contrast(gray: np.ndarray, settings: MatcherSettings) -> np.ndarray:
 def describe_frame(gray: np.ndarray, settings: MatcherSettings) -> Features:
     """Features of a camera frame already at working resolution."""
     return detect(
-        stretch_contrast(gray, settings), settings.frame_features, settings.grid_cells, settings.frame_oversampling
+        stretch_contrast(gray, settings),
+        settings.frame_features,
+        settings.grid_cells,
+        settings.frame_oversampling,
+        settings.frame_corner_threshold,
     )
 
 

@@ -28,6 +28,8 @@ class MatcherSettings:
     """Extra scales a reference is described at, so small appearances match too."""
     frame_oversampling: float = 3.0
     """A frame's detector finds this many times frame_features corners; the grid spreading keeps the best."""
+    frame_corner_threshold: int = 12
+    """FAST threshold (intensity difference) for a frame's corners; references always use 12."""
     grid_cells: int = 8
     """Keypoints are spread over a grid of this many cells per side."""
     contrast_clip: float = 0.01
