@@ -13,8 +13,9 @@ least `min_inliers` of the pairs verification starts from lie where the true pos
 puts them, so verification rejected a pose the features carry; and fewer such
 pairs than that, so the frame's features do not carry the object. Then recall,
 false positives and latency of each `--set` variant of the settings next to the
-defaults, on every level's frames; the variants take turns frame by frame, so the
-machine's drift during the run weighs on all alike.
+defaults, on every level's frames and on a dim diagnostic level (how the settings
+treat flat, dark frames); the variants take turns frame by frame, so the machine's
+drift during the run weighs on all alike.
 Writes bench/results/misses.md.
 """
 
@@ -41,7 +42,7 @@ from matcher.model import Features, Reference
 from matcher.recognizer import Recognizer
 from matcher.settings import MatcherSettings
 
-LEVELS = ("moderate", "hard", "several")
+LEVELS = ("moderate", "hard", "several", queries.DIM)
 ONE_OBJECT = ("moderate", "hard")
 
 
@@ -143,14 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     targets = [(s.item, s.kind, dataset.render(s)) for s in collection.specs[:100]]
     every_level = queries.make_frames(7, args.frames, targets, backgrounds)
     frames = [f for f in every_level if f.level in LEVELS]
+    dim = queries.make_frames(8, args.frames, targets, backgrounds, levels=(queries.DIM,))
     recognizer = Recognizer(settings)
     recognizer.load(COLLECTION, collection.references(len(collection.specs)))
 
     split = classify_misses(recognizer, frames)
     variants = [("defaults", variant(settings, "")), *((v, variant(settings, v)) for v in args.variants)]
     rows = []
-    for label, outcomes in zip((label for label, _ in variants), in_turn(recognizer, variants, every_level), strict=True):
-        ms = [o.ms for o in outcomes]
+    for label, outcomes in zip((label for label, _ in variants), in_turn(recognizer, variants, every_level + dim), strict=True):
+        ms = [o.ms for o in outcomes if o.level != queries.DIM]
         false_positives = 100.0 * float(np.mean([o.false_items > 0 for o in outcomes if o.level == "distractors"]))
         rows.append((label, recall(outcomes), false_positives, float(np.median(ms)), float(np.percentile(ms, 95))))
         print(rows[-1], flush=True)
@@ -172,9 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     lines += [
         "",
         f"Recall@1 (right item, corners within 10 px), false positives on distractors and latency per frame over "
-        f"every level ({len(every_level)} frames, as `python -m bench` times them), one process. The variants take "
-        "turns frame by frame (each frame goes through every variant, in rotating order, before the next), so the "
-        "machine's drift during the run weighs on all of them alike:",
+        f"every level ({len(every_level)} frames, as `python -m bench` times them), one process; and recall on "
+        f"{len(dim)} more frames of the diagnostic level `{queries.DIM}` (bench/queries.py: moderate frames in a room "
+        "too dark for the camera, seed 8), which only this table shows. The variants take turns frame by frame (each "
+        "frame goes through every variant, in rotating order, before the next), so the machine's drift during the "
+        "run weighs on all of them alike:",
         "",
         "| settings | " + " | ".join(LEVELS) + " | false positives | p50 / p95 ms |",
         "| --- | " + " | ".join("---" for _ in LEVELS) + " | --- | --- |",

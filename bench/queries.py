@@ -21,6 +21,10 @@ HARD_WITHOUT = {
     "hard, no motion blur": "motion blur",
 }
 """Diagnostic levels: the hard level with one of its degradations left out, to show what costs recall."""
+DIM = "moderate, dim"
+"""Diagnostic level: the moderate level in a room too dark for the camera's exposure (a tenth to a fifth of the
+light, intensities spanning a few dozen levels), to judge how the engine treats flat, dim frames."""
+ONE_OBJECT = ("easy", "moderate", "hard", *HARD_WITHOUT, DIM)
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ def make_frame(
         frame = _place(frame, ref, corners)
         placements, kinds = [Placement(item, corners)], [kind]
         quality = 85
-    elif level == "moderate":
+    elif level in ("moderate", DIM):
         item, kind, ref = targets[0]
         corners = random_quad(rng, ref.shape[1], ref.shape[0], FRAME_W, FRAME_H, (0.30, 0.85), 45, 45)
         frame = _place(frame, ref, corners)
@@ -133,6 +137,8 @@ def make_frame(
         if sigma > 0.3:
             frame = cv2.GaussianBlur(frame, (0, 0), sigma)
         frame = _light(rng, frame, (0.7, 1.3), (0.7, 1.3))
+        if level == DIM:
+            frame = _light(rng, frame, (0.1, 0.2), (0.8, 1.0))
         frame = _noise(rng, frame, rng.uniform(1, 5))
         placements, kinds = [Placement(item, corners)], [kind]
         quality = 60

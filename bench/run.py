@@ -27,7 +27,7 @@ import psutil
 
 from bench import dataset, overlap, queries, sources
 from bench.baseline import Baseline
-from bench.queries import HARD_WITHOUT, LEVELS, Frame
+from bench.queries import HARD_WITHOUT, LEVELS, ONE_OBJECT, Frame
 from bench.scenes import corner_error, jpeg
 from matcher.index import release_free_memory
 from matcher.model import Reference
@@ -61,7 +61,7 @@ def _judge(frame: Frame, found: list[tuple[str, np.ndarray]], ms: float, inliers
     """`found` is (item, corners) best first, `inliers` the count behind each (ours only)."""
     truth = {p.name: p.corners for p in frame.placements}
     hits, errors = [], []
-    if frame.level in ("easy", "moderate", "hard") or frame.level in HARD_WITHOUT:
+    if frame.level in ONE_OBJECT:
         p = frame.placements[0]
         top = found[0] if found else None
         ok = False
