@@ -22,8 +22,9 @@ HARD_WITHOUT = {
 }
 """Diagnostic levels: the hard level with one of its degradations left out, to show what costs recall."""
 DIM = "moderate, dim"
-"""Diagnostic level: the moderate level in a room too dark for the camera's exposure (a tenth to a fifth of the
-light, intensities spanning a few dozen levels), to judge how the engine treats flat, dim frames."""
+"""Diagnostic level: the moderate level in a room too dark for the camera's exposure (every intensity cut to a
+tenth to a fifth, so they span a few dozen levels), to judge how the engine treats flat, dim frames. (The hard
+level's low light darkens the mean but keeps most of the contrast.)"""
 ONE_OBJECT = ("easy", "moderate", "hard", *HARD_WITHOUT, DIM)
 
 
@@ -138,7 +139,7 @@ def make_frame(
             frame = cv2.GaussianBlur(frame, (0, 0), sigma)
         frame = _light(rng, frame, (0.7, 1.3), (0.7, 1.3))
         if level == DIM:
-            frame = _light(rng, frame, (0.1, 0.2), (0.8, 1.0))
+            frame = np.clip(frame.astype(np.float32) * rng.uniform(0.1, 0.2), 0, 255).astype(np.uint8)
         frame = _noise(rng, frame, rng.uniform(1, 5))
         placements, kinds = [Placement(item, corners)], [kind]
         quality = 60
