@@ -229,6 +229,11 @@ def time_to_add(recognizer: Recognizer, settings: MatcherSettings, backgrounds: 
     }
 
 
+COPY_CHECK_FRAME = {"frame_features": 1100, "frame_corner_threshold": 12, "min_contrast_range": 160, "fallback_candidates": 0}
+"""How the copy check describes a target's image and shortlists for it: the engine's frame settings when the query
+set was fixed, whatever the engine's defaults are now."""
+
+
 def without_copies_of_targets(
     collection: dataset.Collection, first: int, settings: MatcherSettings, also_drop: set[str] = frozenset()
 ) -> tuple[dataset.Collection, list[str]]:
@@ -291,7 +296,11 @@ def prepare_collection(
     # the same face), which are confusers to keep, not copies.
     # Every item that verifies counts: a copy lies exactly where the target does, which is what
     # one-item-per-place would hide.
-    strict = dataclasses.replace(settings, shared_vote_weight=0.0, min_agreeing_votes=0, max_outline_overlap=1.0)
+    # The frame side is pinned (COPY_CHECK_FRAME): which references are dropped decides which are
+    # the query targets, and the frames must stay the same when the engine's frame settings change.
+    strict = dataclasses.replace(
+        settings, shared_vote_weight=0.0, min_agreeing_votes=0, max_outline_overlap=1.0, **COPY_CHECK_FRAME
+    )
     collection, copies = without_copies_of_targets(collection, first, strict, set(scenes))
     if copies:
         print(f"dropped {len(copies)} references showing the same picture as a query target: {', '.join(copies)}")

@@ -20,7 +20,7 @@ class MatcherSettings:
     """References are normalised to this longer side before features are taken."""
 
     # Features
-    frame_features: int = 1100
+    frame_features: int = 1200
     """Keypoints kept per camera frame."""
     reference_features: int = 500
     """Keypoints kept per reference, summed over its scales."""
@@ -28,14 +28,16 @@ class MatcherSettings:
     """Extra scales a reference is described at, so small appearances match too."""
     frame_oversampling: float = 3.0
     """A frame's detector finds this many times frame_features corners; the grid spreading keeps the best."""
-    frame_corner_threshold: int = 12
-    """FAST threshold (intensity difference) for a frame's corners; references always use 12."""
+    frame_corner_threshold: int = 16
+    """FAST threshold (intensity difference) for a frame's corners; references always use 12. Above 12 the
+    grid spreading fills a plain cell with fewer of a noisy frame's chance corners."""
     grid_cells: int = 8
     """Keypoints are spread over a grid of this many cells per side."""
     contrast_clip: float = 0.01
     """Share of the darkest and of the brightest pixels ignored when measuring a frame's contrast."""
-    min_contrast_range: int = 160
-    """Frames whose intensities span less than this (after clipping) are stretched to the full range."""
+    min_contrast_range: int = 64
+    """Frames whose intensities span less than this (after clipping) are stretched to the full range: only
+    frames too dark for the camera, since stretching a merely dim one amplifies its noise into corners."""
     min_reference_keypoints: int = 60
     """A reference with fewer usable keypoints than this is refused."""
     min_reference_quality: float = 0.2
@@ -56,10 +58,9 @@ class MatcherSettings:
     min_agreeing_votes: int = 4
     """An item not shortlisted becomes a fallback candidate when at least this many frame descriptors
     have their nearest neighbour in it and turn by the same angle (within orientation_tolerance_degrees)..."""
-    fallback_candidates: int = 0
+    fallback_candidates: int = 2
     """...and at most this many fallback candidates, the most agreeing, are verified when no shortlisted
-    item is found. 0 (the default): none. At 10,000 references 2 recognizes more small, dim or blurred
-    objects for 0.2-1.0 ms more per frame at p50 (two runs of bench/misses.py)."""
+    item is found; 0: none."""
     ivf_probe: int = 2
     """Inverted lists searched per descriptor."""
     same_spot_fraction: float = 0.02
@@ -92,7 +93,7 @@ class MatcherSettings:
     """A homography with fewer distinct RANSAC inliers than min_inliers, but at least this many, gets a second chance..."""
     min_guided_inliers: int = 30
     """...and is kept if guided matching finds at least this many keypoint pairs agreeing with it."""
-    outline_search_px: float = 8.0
+    outline_search_px: float = 16.0
     """How far (working px) each side of a found outline is looked for on the frame's edges; 0: off."""
 
     # Tracking between recognitions (camera streams)
