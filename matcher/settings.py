@@ -20,7 +20,7 @@ class MatcherSettings:
     """References are normalised to this longer side before features are taken."""
 
     # Features
-    frame_features: int = 1200
+    frame_features: int = 1100
     """Keypoints kept per camera frame."""
     reference_features: int = 500
     """Keypoints kept per reference, summed over its scales."""
