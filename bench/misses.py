@@ -43,7 +43,7 @@ from matcher.recognizer import Recognizer
 from matcher.settings import MatcherSettings
 
 LEVELS = ("moderate", "hard", "several", queries.DIM)
-ONE_OBJECT = ("moderate", "hard")
+SORTED_LEVELS = ("moderate", "hard")  # the one-object levels with targets: each frame sorted into MISS_KINDS
 
 
 def variant(settings: MatcherSettings, text: str) -> MatcherSettings:
@@ -103,7 +103,7 @@ def classify(recognizer: Recognizer, frame: Frame) -> str:
 def classify_misses(recognizer: Recognizer, frames: list[Frame]) -> dict[str, dict[str, int]]:
     """Per one-object level: how many frames of each of MISS_KINDS."""
     out: dict[str, dict[str, int]] = {}
-    for level in ONE_OBJECT:
+    for level in SORTED_LEVELS:
         counts = dict.fromkeys((kind for kind, _ in MISS_KINDS), 0)
         for frame in (f for f in frames if f.level == level):
             counts[classify(recognizer, frame)] += 1
