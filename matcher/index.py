@@ -90,7 +90,7 @@ class _Held:
 
 _INDEX_STATE = (
     "_held", "_first_rows", "_item_of_slot", "_slot_of", "_live_rows", "_live_mask", "_trained_for", "_index",
-    "_list_codes", "_slot_arrays",
+    "_list_codes", "_slot_arrays", "_read_back",
 )  # fmt: skip
 
 
@@ -213,6 +213,7 @@ class InvertedFileIndex(DescriptorIndex):
 
     def _remove_locked(self, item: str) -> None:
         held = self._held.pop(item)
+        self._read_back.pop(item, None)
         self._item_of_slot[self._slot_of.pop(item)] = None
         self._slot_arrays = None
         self._live_rows -= len(held.points)
@@ -298,6 +299,7 @@ class InvertedFileIndex(DescriptorIndex):
         self._slot_of = {}
         self._slot_arrays = None
         self._live_rows = 0
+        self._read_back = OrderedDict()  # every entry is held anew: none of those kept is valid any more
         # One array for every keypoint position: nothing here keeps the callers' arrays alive, so the
         # memory they free after the load is in one piece and goes back to the system.
         points = np.concatenate([r.features.points for r in ordered]).astype(np.float32) if total else np.zeros((0, 2), np.float32)
