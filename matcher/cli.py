@@ -448,7 +448,12 @@ def _described(tasks: list[ImportTask], jobs: int, settings: CliSettings) -> Ite
         futures = {executor.submit(prepare_import, task): task for task in tasks}
         yield _as_finished(futures)
     finally:
-        executor.shutdown(wait=False, cancel_futures=True)
+        # Waiting joins the pool's manager thread here. Left running (wait=False) after a worker died,
+        # it may still be closing its wake-up pipe when the interpreter exits, and Python's exit hook
+        # then writes to it: an "Exception ignored ... Bad file descriptor" traceback after the
+        # command's own report (CPython gh-132969). Unfinished tasks are cancelled; those running
+        # take a second at most.
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _as_finished(futures: dict[Future[ImportOutcome], ImportTask]) -> Iterator[ImportOutcome]:
