@@ -8,9 +8,9 @@ ends somewhere, and where it ends the frame usually has an edge (poster on a
 wall, cover on a table). Each side of the projected outline is looked for
 along its normal, a line is fitted through the strongest edge points found,
 and the corners become the intersections of those lines. A side whose edge is
-not found clearly (out of the frame, a hand over it, the same colour as the
-background) keeps the homography's line, and the snapped pose is kept only if
-the keypoint pairs still agree with it.
+found along less than 40 % of it (out of the frame, a hand over it, the same
+colour as the background) keeps the homography's line, and the snapped pose is
+kept only if the keypoint pairs still agree with it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from matcher.verification import project, reference_corners
 
 _SAMPLES_PER_SIDE = 24
 _END_MARGIN = 0.1  # share of a side left out at each end: corners are where two edges blur together
-_MIN_FOUND_SHARE = 0.6  # of a side's samples that must find an edge for the side to move
+_MIN_FOUND_SHARE = 0.4  # of a side's samples that must find an edge for the side to move (a hand or the frame's border may hide the rest)
 _MIN_EDGE_STRENGTH = 24.0  # intensity step (grey levels per px) that counts as an edge in a frame of full contrast
 _MAX_LINE_RESIDUAL_PX = 1.0  # RMS distance of a side's edge points from their fitted line
 _MAX_PAIR_DRIFT_PX = 1.0  # the pairs' median reprojection error may grow by this much, no more

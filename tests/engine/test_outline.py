@@ -57,3 +57,25 @@ def test_the_plain_part_of_a_card_is_outlined_on_its_edges(frames: list[tuple[by
     assert max(snapped) <= 2.0, f"corner errors {snapped}"
     # The case the snapping is for: without it the plain part's corners are only extrapolated.
     assert max(extrapolated) > 4.0, f"corner errors without snapping {extrapolated}"
+
+
+def test_a_side_half_hidden_by_a_hand_still_outlines_the_card(frames: list[tuple[bytes, np.ndarray]]) -> None:
+    """A hand over the lower left of the card hides about half of its left and bottom sides
+    (and the corner between them): the visible halves of those sides still carry their lines."""
+    covered = []
+    rng = np.random.default_rng(6)
+    for data, corners in frames:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        card_to_frame = cv2.getPerspectiveTransform(
+            np.array([[0, 0], [400, 0], [400, 600], [0, 600]], np.float32), corners.astype(np.float32)
+        )
+        # Reaching in from outside the card, so the hand's own edges cross its sides at an angle.
+        hand = np.array([[[-120, 330], [170, 300], [230, 720], [-60, 760]]], np.float32)
+        outline = cv2.perspectiveTransform(hand, card_to_frame)[0]
+        skin = np.clip(np.array([120, 150, 190], np.float32) + rng.normal(0, 6.0, image.shape), 0, 255).astype(np.uint8)
+        mask = np.zeros(image.shape[:2], np.uint8)
+        cv2.fillConvexPoly(mask, np.round(outline).astype(np.int32), 255)
+        image[mask > 0] = skin[mask > 0]
+        covered.append((jpeg(image, 85), corners))
+    found = errors(MatcherSettings(), covered)
+    assert max(found) <= 2.0, f"corner errors {found}"
