@@ -27,6 +27,8 @@ _MIN_FOUND_SHARE = 0.4  # of a side's samples that must find an edge for the sid
 _MIN_EDGE_STRENGTH = 24.0  # intensity step (grey levels per px) that counts as an edge in a frame of full contrast
 _MAX_LINE_RESIDUAL_PX = 1.0  # RMS distance of a side's edge points from their fitted line
 _MAX_PAIR_DRIFT_PX = 1.0  # the pairs' median reprojection error may grow by this much, no more
+_WIDE_SEARCH_BELOW_COVER = 0.5  # pairs covering less of the reference than this: search wider first...
+_WIDE_SEARCH = 2.0  # ...this many times outline_search_px
 
 
 def snap_outline(
@@ -41,6 +43,18 @@ def snap_outline(
     if radius <= 0 or len(src) < 4:
         return H
     corners = reference_corners(width, height).astype(np.float64)
+    drift = _pair_error(H, src, dst) + _MAX_PAIR_DRIFT_PX
+    if _covered(src, width, height) < _WIDE_SEARCH_BELOW_COVER:
+        # Pairs on a small part of the reference: its far corners may lie further off than the
+        # search reaches. A first, wider search brings the sides near; the second places them.
+        H = _snapped(gray, H, corners, _WIDE_SEARCH * radius, src, dst, drift)
+    return _snapped(gray, H, corners, radius, src, dst, drift)
+
+
+def _snapped(
+    gray: np.ndarray, H: np.ndarray, corners: np.ndarray, radius: float, src: np.ndarray, dst: np.ndarray, drift: float
+) -> np.ndarray:
+    """H with the sides found within `radius` px moved onto their edges, if the pairs' median error stays within `drift` px."""
     quad, w = project(H, corners)
     if not np.all(w > 1e-6) or not np.all(np.isfinite(quad)):
         return H
@@ -67,11 +81,19 @@ def snap_outline(
     fitted = cv2.getPerspectiveTransform(corners.astype(np.float32), snapped.astype(np.float32))
     if fitted is None or not np.all(np.isfinite(fitted)):
         return H
-    before = float(np.median(np.linalg.norm(project(H, src)[0] - dst, axis=1)))
-    after = float(np.median(np.linalg.norm(project(fitted, src)[0] - dst, axis=1)))
-    if not np.isfinite(after) or after > before + _MAX_PAIR_DRIFT_PX:
+    if not _pair_error(fitted, src, dst) <= drift:  # also false when not finite
         return H
     return fitted / fitted[2, 2]
+
+
+def _pair_error(H: np.ndarray, src: np.ndarray, dst: np.ndarray) -> float:
+    """Median distance (px) between the pairs' frame points and where H puts their reference points."""
+    return float(np.median(np.linalg.norm(project(H, src)[0] - dst, axis=1)))
+
+
+def _covered(src: np.ndarray, width: int, height: int) -> float:
+    """Area of the (K, 2) reference points' convex hull over the reference's."""
+    return float(cv2.contourArea(cv2.convexHull(src.astype(np.float32)))) / float(max(1, width * height))
 
 
 def _side_edges(gray: np.ndarray, H: np.ndarray, corners: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray] | None:
