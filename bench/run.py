@@ -229,7 +229,7 @@ def time_to_add(recognizer: Recognizer, settings: MatcherSettings, backgrounds: 
     }
 
 
-COPY_CHECK_FRAME = {"frame_features": 1100, "frame_corner_threshold": 12, "min_contrast_range": 160, "fallback_candidates": 0}
+COPY_CHECK_FRAME = {"frame_features": 1100, "searched_features": 1100, "frame_corner_threshold": 12, "min_contrast_range": 160, "fallback_candidates": 0}
 """How the copy check describes a target's image and shortlists for it: the engine's frame settings when the query
 set was fixed, whatever the engine's defaults are now."""
 

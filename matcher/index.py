@@ -355,6 +355,11 @@ class InvertedFileIndex(DescriptorIndex):
     def shortlist(self, descriptors: np.ndarray, settings: MatcherSettings, angles: np.ndarray | None = None) -> list[Correspondences]:
         if len(descriptors) == 0:
             return []
+        # The frame's keypoints come best spread first (features.detect): the first `searched_features`
+        # vote in the index, and every one of them is matched against the shortlisted references.
+        searched = np.ascontiguousarray(descriptors[: settings.searched_features])
+        if angles is not None:
+            angles = angles[: settings.searched_features]
         with self._lock:
             if self._live_rows == 0:
                 return []
@@ -367,7 +372,7 @@ class InvertedFileIndex(DescriptorIndex):
                 live[: len(self._live_mask)] = self._live_mask
                 bitmap = np.packbits(live, bitorder="little")
                 params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(live), faiss.swig_ptr(bitmap)))
-            distances, rows = self._index.search(np.ascontiguousarray(descriptors), k, params=params)
+            distances, rows = self._index.search(searched, k, params=params)
             if self._slot_arrays is None:
                 self._slot_arrays = _SlotArrays.of(self._first_rows, self._item_of_slot)
             first_rows, dead = self._slot_arrays

@@ -86,6 +86,30 @@ def test_a_reference_put_again_is_still_found_by_all_its_descriptors(make_index:
     assert found.get("again", 0) >= 0.9 * len(ref.features)
 
 
+def test_only_the_searched_keypoints_vote_in_the_index() -> None:
+    rng = np.random.default_rng(6)
+    first, second = _reference("first", rng), _reference("second", rng)
+    index = InvertedFileIndex()
+    index.bulk_load([first, second, *(_reference(f"o{i:03d}", rng) for i in range(40))])
+    # A frame whose first 60 keypoints show `first`, the next 200 `second`.
+    frame = np.concatenate([first.features.descriptors[:60], second.features.descriptors[:200]])
+    settings = dataclasses.replace(MatcherSettings(), searched_features=60)
+    found = {c.item: c.frame_indices for c in index.shortlist(frame, settings)}
+    assert list(found) == ["first"]  # `second` holds most of the frame, but none of its searched part
+    everything = {c.item for c in index.shortlist(frame, dataclasses.replace(settings, searched_features=260))}
+    assert {"first", "second"} <= everything
+
+
+def test_every_keypoint_is_matched_against_a_reference_the_searched_ones_shortlist() -> None:
+    rng = np.random.default_rng(7)
+    ref = _reference("it", rng)
+    index = InvertedFileIndex()
+    index.bulk_load([ref, *(_reference(f"o{i:03d}", rng) for i in range(40))])
+    settings = dataclasses.replace(MatcherSettings(), searched_features=50)
+    found = {c.item: c.frame_indices for c in index.shortlist(ref.features.descriptors, settings)}
+    assert len(found["it"]) >= 0.9 * len(ref.features)  # not only the 50 searched
+
+
 def test_a_collection_past_a_thousand_cells_still_finds_and_forgets_each_reference() -> None:
     # 30,000 descriptors make over a thousand inverted lists, whose centres are then searched
     # through an index of their own: a descriptor must still reach its reference's cells.
