@@ -14,7 +14,7 @@ descriptors this way, and the time is what the feature costs per frame.
 
 Every detector gets the same start: the reference at the engine's working size (640 px),
 at most `reference_features` (500) keypoints of it; the frame decoded and, when dim,
-contrast-stretched as the engine does; at most `frame_features` (1,200) keypoints. The
+contrast-stretched as the engine does; at most `frame_features` (1,100) keypoints. The
 engine's row is its own description (multi-scale references, grid spreading) and its own
 pairing (`match_descriptors`); the others keep their strongest keypoints and pair by
 brute force. One thread. Writes bench/results/detectors.md.

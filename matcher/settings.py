@@ -20,11 +20,12 @@ class MatcherSettings:
     """References are normalised to this longer side before features are taken."""
 
     # Features
-    frame_features: int = 1200
+    frame_features: int = 1100
     """Keypoints kept per camera frame."""
     searched_features: int = 1100
     """Of those, how many (the best spread, features.detect's order) are looked up in the collection's index;
-    all frame_features are matched against the references the search shortlists."""
+    all frame_features are matched against the references the search shortlists. Lower than frame_features,
+    the search costs less than the keypoints it gets matches from."""
     reference_features: int = 500
     """Keypoints kept per reference, summed over its scales."""
     reference_scales: tuple[float, ...] = (1.0, 0.5, 0.25)
