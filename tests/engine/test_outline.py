@@ -12,6 +12,7 @@ from bench.scenes import corner_error, fit_background, jpeg, paste
 from matcher.model import Reference
 from matcher.recognizer import Recognizer, describe_reference_image
 from matcher.settings import MatcherSettings
+from matcher.verification import reference_corners
 from tests.images import photo
 
 # A card whose picture is a strip along its top: the rest is plain paper with no keypoint on it.
@@ -64,11 +65,10 @@ def test_a_side_half_hidden_by_a_hand_still_outlines_the_card(frames: list[tuple
     (and the corner between them): the visible halves of those sides still carry their lines."""
     covered = []
     rng = np.random.default_rng(6)
+    height, width = card().shape[:2]
     for data, corners in frames:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        card_to_frame = cv2.getPerspectiveTransform(
-            np.array([[0, 0], [400, 0], [400, 600], [0, 600]], np.float32), corners.astype(np.float32)
-        )
+        card_to_frame = cv2.getPerspectiveTransform(reference_corners(width, height), corners.astype(np.float32))
         # Reaching in from outside the card, so the hand's own edges cross its sides at an angle.
         hand = np.array([[[-120, 330], [170, 300], [230, 720], [-60, 760]]], np.float32)
         outline = cv2.perspectiveTransform(hand, card_to_frame)[0]
