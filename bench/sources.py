@@ -10,6 +10,8 @@ Nothing here is in the repository; the images come from:
 | Debian `naev-data`, `dat/gfx/planet/exterior`, `dat/gfx/loading`, `dat/gfx/bkg` | CC-BY-SA / GPL (package copyright file) | references (paintings); bkg cropped for collages |
 | Debian `fonts-dejavu-core`, `fonts-liberation` | Bitstream Vera derivative / SIL OFL 1.1 (package copyright files) | the type set on collages |
 | scikit-image wheel from PyPI, `skimage/data/*` | BSD-3-Clause and public domain (its README.txt) | the small fixed set of the engine tests |
+| Debian `opencv-doc`, `examples/data`: `graf1.png`, `graf3.png`, `H1to3p.xml`, `box.png`, `box_in_scene.png` | BSD-3-Clause / Apache-2.0 (package copyright file) | real camera shots (bench/real_shots.py) |
+| Debian `visp-images-data`, `ViSP-images/cube/image.*.pgm` (80 frames, 384x288) | GPL-2 (package copyright file) | a real camera sequence (bench/real_shots.py) |
 
 Fetching uses the ordinary clients: `apt-get download` + `dpkg-deb -x`, and
 `pip download --no-deps`. A failure raises `SourceUnavailable` with the
@@ -179,3 +181,19 @@ def font_files() -> list[Path]:
     if not fonts:
         raise SourceUnavailable("the font packages hold no .ttf files")
     return fonts
+
+
+def opencv_samples() -> Path:
+    """OpenCV's sample images (Debian `opencv-doc`): real camera shots used by its feature-matching samples."""
+    folder = debian_package("opencv-doc") / "usr/share/doc/opencv-doc/examples/data"
+    if not (folder / "H1to3p.xml").exists():
+        raise SourceUnavailable(f"opencv-doc has no examples/data/H1to3p.xml under {folder}")
+    return folder
+
+
+def visp_images() -> Path:
+    """ViSP's test images (Debian `visp-images-data`): camera sequences recorded for its trackers."""
+    folder = debian_package("visp-images-data") / "usr/share/visp-images-data/ViSP-images"
+    if not (folder / "cube").is_dir():
+        raise SourceUnavailable(f"visp-images-data has no ViSP-images/cube under {folder}")
+    return folder
