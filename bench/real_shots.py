@@ -114,7 +114,7 @@ class Tally:
     ms: list[float] = field(default_factory=list)
 
 
-class _Sift:
+class SiftTruth:
     """Ground-truth homographies from SIFT pairs (not the engine's feature)."""
 
     def __init__(self) -> None:
@@ -146,10 +146,9 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
-def load_subjects() -> tuple[list[RealReference], list[Shot], int]:
-    """The references, the shots with their ground truth, and how many poster frames were left out as near copies."""
+def opencv_subjects(sift: SiftTruth) -> tuple[list[RealReference], list[Shot]]:
+    """The graffiti wall and the biscuit box: references, and one shot of each with its ground truth."""
     samples = sources.opencv_samples()
-    sift = _Sift()
     graffiti = cv2.imread(str(samples / "graf1.png"), cv2.IMREAD_COLOR)
     fs = cv2.FileStorage(str(samples / "H1to3p.xml"), cv2.FILE_STORAGE_READ)
     graffiti_truth = fs.getFirstTopLevelNode().mat()
@@ -157,22 +156,26 @@ def load_subjects() -> tuple[list[RealReference], list[Shot], int]:
     box = cv2.imread(str(samples / "box.png"), cv2.IMREAD_COLOR)
     box_scene = cv2.imread(str(samples / "box_in_scene.png"), cv2.IMREAD_COLOR)
     references = [RealReference("graffiti-wall", "graffiti wall", graffiti), RealReference("biscuit-box", "biscuit box", box)]
+    box_truth = sift.homography(sift.describe(_gray(box)), sift.describe(_gray(box_scene)), "box_in_scene.png")
     shots = [
         Shot("graffiti wall", cv2.imread(str(samples / "graf3.png"), cv2.IMREAD_COLOR), {"graffiti-wall": graffiti_truth}),
-        Shot(
-            "biscuit box",
-            box_scene,
-            {"biscuit-box": sift.homography(sift.describe(_gray(box)), sift.describe(_gray(box_scene)), "box_in_scene.png")},
-        ),
+        Shot("biscuit box", box_scene, {"biscuit-box": box_truth}),
     ]
+    return references, shots
+
+
+def poster_subjects(sift: SiftTruth) -> tuple[list[RealReference], list[Shot], int]:
+    """The comic poster's two columns, the frames that moved away from the first, and how many did not."""
     frames = sorted((sources.visp_images() / "cube").glob("image.*.pgm"))
     first = cv2.imread(str(frames[0]), cv2.IMREAD_GRAYSCALE)
-    for item, (x0, y0, x1, y1) in POSTER_COLUMNS.items():
-        references.append(RealReference(item, "comic poster", cv2.cvtColor(first[y0:y1, x0:x1], cv2.COLOR_GRAY2BGR)))
+    references = [
+        RealReference(item, "comic poster", cv2.cvtColor(first[y0:y1, x0:x1], cv2.COLOR_GRAY2BGR))
+        for item, (x0, y0, x1, y1) in POSTER_COLUMNS.items()
+    ]
     first_described = sift.describe(first)
     h, w = first.shape
     outline = np.array([[[0, 0], [w, 0], [w, h], [0, h]]], np.float32)
-    near_copies = 0
+    shots, near_copies = [], 0
     for path in frames[1:]:
         gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         H = sift.homography(first_described, sift.describe(gray), path.name)
@@ -182,6 +185,14 @@ def load_subjects() -> tuple[list[RealReference], list[Shot], int]:
         truth = {item: H @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]], np.float64) for item, (x0, y0, _, _) in POSTER_COLUMNS.items()}
         shots.append(Shot("comic poster", cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), truth))
     return references, shots, near_copies
+
+
+def load_subjects() -> tuple[list[RealReference], list[Shot], int]:
+    """Every subject's references and shots, and how many poster frames were left out as near copies."""
+    sift = SiftTruth()
+    references, shots = opencv_subjects(sift)
+    poster_references, poster_shots, near_copies = poster_subjects(sift)
+    return references + poster_references, shots + poster_shots, near_copies
 
 
 def _outline(H: np.ndarray, image: np.ndarray) -> np.ndarray:

@@ -76,7 +76,14 @@ def debian_package(name: str) -> Path:
     debs.mkdir(parents=True, exist_ok=True)
     found = sorted(debs.glob(f"{name}_*.deb"))
     if not found:
-        _run(["apt-get", "download", name], cwd=debs)
+        try:
+            _run(["apt-get", "download", name], cwd=debs)
+        except SourceUnavailable:
+            # A fresh machine may have no package lists yet: fetch them once (as root only) and try again.
+            if not hasattr(os, "geteuid") or os.geteuid() != 0:
+                raise
+            _run(["apt-get", "update", "-qq"], cwd=debs)
+            _run(["apt-get", "download", name], cwd=debs)
         found = sorted(debs.glob(f"{name}_*.deb"))
         if not found:
             raise SourceUnavailable(f"apt-get download {name} left no .deb in {debs} (try `apt-get update`)")
