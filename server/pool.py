@@ -43,6 +43,8 @@ class Job:
     """The worker's reply; None when a newer frame of the same stream replaced this one."""
     enqueued: float = field(default_factory=time.monotonic)
     started: float | None = None
+    on_done: Callable[[float], None] | None = None
+    """Called with the seconds the worker spent on the job, when it answers."""
 
 
 class Worker:
@@ -193,6 +195,8 @@ class WorkerPool:
             IOLoop.current().remove_timeout(worker.timeout_handle)
             worker.timeout_handle = None
         worker.jobs_done += 1
+        if job is not None and job.on_done is not None and job.started is not None:
+            job.on_done(time.monotonic() - job.started)
         if job is not None and not job.future.done():
             job.future.set_result(reply)
         self.on_idle()

@@ -8,10 +8,16 @@ others. One-off HTTP jobs wait in one bounded queue that takes its turn like a
 stream, on any worker.
 
 Each stream is pinned to one worker, which keeps its tracking state
-(matcher/session.py). Streams are spread evenly: a new one goes to the worker
-with the fewest, and when a close leaves the workers uneven one stream moves
-(losing only its tracking state). A replaced worker keeps its number, so its
-streams stay pinned to the new process and start again from recognition.
+(matcher/session.py). Streams cost their worker unequally (a camera on a
+tracked item costs a few ms a frame, one pointed at nothing runs full
+recognition on every frame), and a busy worker serves its streams in turn, so
+every stream of a worker gets as many frames through as the others there. So
+streams are spread by what they cost, not by count: each stream's worker time
+per frame is followed (a moving average), a new stream goes to the worker whose
+streams cost least, and when one worker's streams cost well over another's
+while frames wait, one stream moves (losing only its tracking state) at most
+once a second. A replaced worker keeps its number, so its streams stay pinned
+to the new process and start again from recognition.
 """
 
 from __future__ import annotations
@@ -23,6 +29,15 @@ from collections import deque
 from typing import Any
 
 from server.pool import Job, WorkerPool
+
+_COST_SMOOTHING = 0.2
+"""Weight of a stream's latest frame in its moving average of worker time per frame."""
+_UNEVEN = 0.1
+"""Streams move when one worker's streams cost this much more than another's (a share of the costlier)."""
+_MOVE_EVERY_S = 1.0
+"""At most one stream moves per this many seconds: a moved stream's next frame is a full recognition."""
+_SETTLE_S = 5.0
+"""A stream that moved stays put this long, so its moving average forgets the recognition the move cost."""
 
 
 class Overloaded(Exception):
@@ -42,6 +57,9 @@ class Stream:
         self.worker: int | None = None
         """Number of the worker this stream's frames go to (its tracking state lives there)."""
         self.pending: Job | None = None
+        self.cost: float | None = None
+        """Moving average of the worker seconds one of its frames takes; None before the first."""
+        self.moved_at = 0.0
         self.received = 0
         self.processed = 0
         self.skipped = 0
@@ -56,6 +74,7 @@ class Stream:
             "worker": self.worker,
             "opened": round(self.opened, 3),
             **self.counters(),
+            "worker_ms": None if self.cost is None else round(self.cost * 1000.0, 2),
         }
 
     def submit(self, request: dict[str, Any]) -> Job:
@@ -68,6 +87,9 @@ class Stream:
         job = self.pending = Job(request, future)
         self.scheduler.wake(self)
         return job
+
+    def record_cost(self, seconds: float) -> None:
+        self.cost = seconds if self.cost is None else self.cost + _COST_SMOOTHING * (seconds - self.cost)
 
     def fail_pending(self, failure: Exception) -> None:
         """Answer the waiting frame (if any) with `failure` instead of running it (server stopping)."""
@@ -89,6 +111,9 @@ class Scheduler:
         self.streams: dict[int, Stream] = {}
         self._ready: deque[Stream | None] = deque()  # None stands for the HTTP queue's turn
         self._requests: deque[Job] = deque()
+        self._moved_at = 0.0
+        self.moves = 0
+        """Streams moved to another worker to even the workers' load."""
 
     def attach(self, pool: WorkerPool) -> None:
         self.pool = pool
@@ -114,28 +139,46 @@ class Scheduler:
     def _worker_count(self) -> int:
         return len(self.pool.workers) if self.pool is not None else 0
 
-    def _loads(self) -> list[int]:
-        loads = [0] * self._worker_count()
+    def _loads(self) -> list[float]:
+        """Per worker: the summed cost of the streams pinned to it (a stream not measured yet counts as a typical one)."""
+        known = [s.cost for s in self.streams.values() if s.cost is not None]
+        typical = sum(known) / len(known) if known else 1.0
+        loads = [0.0] * self._worker_count()
         for stream in self.streams.values():
             if stream.worker is not None and stream.worker < len(loads):
-                loads[stream.worker] += 1
+                loads[stream.worker] += typical if stream.cost is None else stream.cost
         return loads
 
     def _least_loaded(self) -> int | None:
         loads = self._loads()
         return loads.index(min(loads)) if loads else None
 
-    def _rebalance(self) -> None:
-        """Move one stream from the busiest worker to the idlest when they differ by more than one."""
+    def _rebalance(self, only_if_waiting: bool = False) -> None:
+        """Move the one stream that best evens the costliest worker with the cheapest, when they differ by
+        more than _UNEVEN (and, if `only_if_waiting`, frames wait for the costlier: an idle pool needs no move)."""
+        now = time.monotonic()
+        if now - self._moved_at < _MOVE_EVERY_S:
+            return
         loads = self._loads()
-        if not loads or max(loads) - min(loads) < 2:
+        if len(loads) < 2:
             return
         busiest, idlest = loads.index(max(loads)), loads.index(min(loads))
-        for stream in reversed(list(self.streams.values())):  # the newest has the least state to lose
-            if stream.worker == busiest:
-                self._tell_worker(busiest, stream.id)
-                stream.worker = idlest
-                return
+        gap = loads[busiest] - loads[idlest]
+        if gap <= _UNEVEN * loads[busiest]:
+            return
+        if only_if_waiting and not any(s is not None and s.worker == busiest for s in self._ready):
+            return
+        typical = loads[busiest] / max(1, sum(1 for s in self.streams.values() if s.worker == busiest))
+        movable = [s for s in self.streams.values() if s.worker == busiest and now - s.moved_at >= _SETTLE_S]
+        # Moving a stream of cost c leaves a gap of |gap - 2c|: the best is c nearest half the gap, and only c < gap helps.
+        movable = [s for s in movable if (typical if s.cost is None else s.cost) < gap]
+        if not movable:
+            return
+        stream = min(movable, key=lambda s: abs((typical if s.cost is None else s.cost) - gap / 2))
+        self._tell_worker(busiest, stream.id)
+        stream.worker = idlest
+        stream.moved_at = self._moved_at = now
+        self.moves += 1
 
     def _tell_worker(self, number: int, stream_id: int) -> None:
         if self.pool is not None:
@@ -162,6 +205,7 @@ class Scheduler:
         """Give every idle worker the next job in turn: the first waiting stream pinned to it, or an HTTP job."""
         if self.pool is None:
             return
+        self._rebalance(only_if_waiting=True)
         for worker in list(self.pool.workers):
             while worker.idle and self._ready:
                 job = self._next_for(worker.number)
@@ -191,6 +235,7 @@ class Scheduler:
             job, turn.pending = turn.pending, None
             if job is not None:
                 turn.processed += 1
+                job.on_done = turn.record_cost
                 return job
         return None
 

@@ -244,7 +244,7 @@ class StreamsHandler(ApiHandler):
     def get(self) -> None:
         scheduler = self.application.settings["scheduler"]
         pool = self.application.settings["pool"]
-        self.send_json({"streams": [s.to_wire() for s in scheduler.streams.values()], "workers": pool.size})
+        self.send_json({"streams": [s.to_wire() for s in scheduler.streams.values()], "workers": pool.size, "moves": scheduler.moves})
 
 
 class OpenApiHandler(ApiHandler):

@@ -1,8 +1,10 @@
-"""Camera streams end to end: tracking between recognitions, per-stream counters, fair turns, a worker's death."""
+"""Camera streams end to end: tracking between recognitions, per-stream counters, fair turns, streams spread
+over the workers by what they cost, a worker's death."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
@@ -13,7 +15,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import RunningServer, wait_until
-from tests.frames import composite
+from tests.frames import composite, plain
 from tests.images import photo_bytes
 
 COLLECTION = "streams"
@@ -151,6 +153,59 @@ def test_with_more_streams_than_workers_a_flooding_stream_crowds_out_no_one(  # 
     assert flood_counts["skipped"] > 0, "the flooding stream's extra frames are skipped, not queued"
     waiting = flood_counts["received"] - flood_counts["processed"] - flood_counts["skipped"]
     assert waiting <= 1
+
+
+def test_streams_that_cost_more_are_spread_over_the_workers_so_every_stream_gets_its_share(  # type: ignore[no-untyped-def]
+    server: RunningServer, streams, frame: bytes
+) -> None:
+    # A camera pointed at nothing runs full recognition on every frame; one on a tracked item costs a
+    # few ms. Opened in turn, the two costly cameras land on one worker and the cheap ones on the other.
+    nothing = plain("grass.png")
+    images = [nothing, frame, nothing, frame]
+    cameras = [streams.open() for _ in images]
+
+    def listed() -> list[dict]:
+        return httpx.get(f"{server.url}/v1/streams", timeout=10).json()["streams"]
+
+    def workers_of_costly() -> set:
+        ours = listed()[-len(cameras):]
+        return {ours[0]["worker"], ours[2]["worker"]}
+
+    assert len(workers_of_costly()) == 1, "both costly cameras start on one worker"
+    moves_before = httpx.get(f"{server.url}/v1/streams", timeout=10).json()["moves"]
+    stop = threading.Event()
+    answered: list[list[float]] = [[] for _ in cameras]
+    errors: list[str] = []
+
+    def send_on_reply(index: int) -> None:
+        frame_id = 0
+        try:
+            while not stop.is_set():
+                reply = exchange(cameras[index], frame_id, images[index])
+                if reply["type"] == "result":
+                    answered[index].append(time.monotonic())
+                frame_id += 1
+        except Exception as exc:  # reported by the assertion below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=send_on_reply, args=(i,)) for i in range(len(cameras))]
+    for thread in threads:
+        thread.start()
+    time.sleep(6.0)  # the costs are measured, and the costly cameras are split within a few seconds
+    window_start = time.monotonic()
+    time.sleep(4.0)
+    window_end = time.monotonic()
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    ours = listed()[-len(cameras):]
+    costs = [s["worker_ms"] for s in ours]
+    assert min(costs[0], costs[2]) > 1.5 * max(costs[1], costs[3]), f"frames of nothing should cost more: {costs}"
+    assert len(workers_of_costly()) == 2, f"the costly cameras should end up on different workers: {ours}"
+    assert httpx.get(f"{server.url}/v1/streams", timeout=10).json()["moves"] > moves_before
+    rates = [sum(window_start <= t <= window_end for t in times) for times in answered]
+    assert min(rates) >= 0.6 * max(rates), f"frames answered per camera in the last 4 s: {rates}"
 
 
 def matcher_processes(server: RunningServer) -> list[psutil.Process]:
