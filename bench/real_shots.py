@@ -292,6 +292,11 @@ def _png(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
+def as_reference(reference: RealReference, settings: MatcherSettings) -> Reference:
+    """The engine's reference for a real one, uploaded as a lossless PNG."""
+    return Reference(reference.item, reference.item, {"subject": reference.subject}, describe_reference_image(_png(reference.image), settings).features)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.real_shots", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=10_000, help="references of the benchmark's collection to add them to")
@@ -304,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
 
     references, shots, near_copies = load_subjects()
     views = make_views(references, shots, args.views)
-    real = [Reference(r.item, r.item, {"subject": r.subject}, describe_reference_image(_png(r.image), settings).features) for r in references]
+    real = [as_reference(r, settings) for r in references]
     collection, _, _ = prepare_collection(args.size, settings)
     small = min(100, len(collection.specs))
     print(f"{len(views)} views of {len(shots)} shots ({near_copies} poster frames left out as near copies of the references)")

@@ -139,14 +139,19 @@ class Scheduler:
     def _worker_count(self) -> int:
         return len(self.pool.workers) if self.pool is not None else 0
 
-    def _loads(self) -> list[float]:
-        """Per worker: the summed cost of the streams pinned to it (a stream not measured yet counts as a typical one)."""
+    def _costs(self) -> dict[int, float]:
+        """Each stream's cost per frame; a stream not measured yet counts as a typical one (the mean of the others)."""
         known = [s.cost for s in self.streams.values() if s.cost is not None]
         typical = sum(known) / len(known) if known else 1.0
+        return {s.id: typical if s.cost is None else s.cost for s in self.streams.values()}
+
+    def _loads(self, costs: dict[int, float] | None = None) -> list[float]:
+        """Per worker: the summed cost of the streams pinned to it."""
+        costs = self._costs() if costs is None else costs
         loads = [0.0] * self._worker_count()
         for stream in self.streams.values():
             if stream.worker is not None and stream.worker < len(loads):
-                loads[stream.worker] += typical if stream.cost is None else stream.cost
+                loads[stream.worker] += costs[stream.id]
         return loads
 
     def _least_loaded(self) -> int | None:
@@ -159,7 +164,8 @@ class Scheduler:
         now = time.monotonic()
         if now - self._moved_at < _MOVE_EVERY_S:
             return
-        loads = self._loads()
+        costs = self._costs()
+        loads = self._loads(costs)
         if len(loads) < 2:
             return
         busiest, idlest = loads.index(max(loads)), loads.index(min(loads))
@@ -168,13 +174,13 @@ class Scheduler:
             return
         if only_if_waiting and not any(s is not None and s.worker == busiest for s in self._ready):
             return
-        typical = loads[busiest] / max(1, sum(1 for s in self.streams.values() if s.worker == busiest))
-        movable = [s for s in self.streams.values() if s.worker == busiest and now - s.moved_at >= _SETTLE_S]
         # Moving a stream of cost c leaves a gap of |gap - 2c|: the best is c nearest half the gap, and only c < gap helps.
-        movable = [s for s in movable if (typical if s.cost is None else s.cost) < gap]
+        movable = [
+            s for s in self.streams.values() if s.worker == busiest and now - s.moved_at >= _SETTLE_S and costs[s.id] < gap
+        ]
         if not movable:
             return
-        stream = min(movable, key=lambda s: abs((typical if s.cost is None else s.cost) - gap / 2))
+        stream = min(movable, key=lambda s: abs(costs[s.id] - gap / 2))
         self._tell_worker(busiest, stream.id)
         stream.worker = idlest
         stream.moved_at = self._moved_at = now

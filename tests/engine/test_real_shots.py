@@ -10,7 +10,6 @@ each shot as a phone held at a slant would. No timings.
 
 from __future__ import annotations
 
-import cv2
 import pytest
 
 from bench import real_shots
@@ -30,10 +29,7 @@ def views_and_recognizer(photos: Photos, settings: MatcherSettings) -> tuple[lis
     collection = [
         Reference(item, item, {}, describe_reference_image(jpeg(image, 92), settings).features) for item, image in photos.references.items()
     ]
-    for reference in references:
-        ok, png = cv2.imencode(".png", reference.image)
-        assert ok
-        collection.append(Reference(reference.item, reference.item, {}, describe_reference_image(png.tobytes(), settings).features))
+    collection += [real_shots.as_reference(reference, settings) for reference in references]
     recognizer = Recognizer(settings)
     recognizer.load(COLLECTION, collection)
     return views, recognizer
