@@ -1,6 +1,6 @@
 """Which local feature carries the benchmark's frames: the engine's ORB next to OpenCV's other detectors.
 
-    PYTHONPATH=. .venv/bin/python -m bench.detectors [--frames 60]
+    PYTHONPATH=. .venv/bin/python -m bench.detectors [--frames 200]
 
 Takes the benchmark's 100 query targets and its moderate and hard frames (seed 7, as
 `python -m bench`). Every detector describes each frame and the frame's right reference;
@@ -140,7 +140,7 @@ def measure_engine(frames: list[queries.Frame], references: dict[str, Reference]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.detectors", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=60, help="frames per level (60, as the full benchmark)")
+    parser.add_argument("--frames", type=int, default=200, help="frames per level (200, as the full benchmark)")
     parser.add_argument("--output", type=Path, default=RESULTS / "detectors.md")
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)

@@ -132,7 +132,7 @@ def recall(outcomes: list[Outcome]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.misses", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=10_000)
-    parser.add_argument("--frames", type=int, default=60, help="frames per level (60, as the full benchmark)")
+    parser.add_argument("--frames", type=int, default=200, help="frames per level (200, as the full benchmark)")
     parser.add_argument("--set", dest="variants", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]")
     parser.add_argument("--output", type=Path, default=RESULTS / "misses.md")
     args = parser.parse_args(argv)
