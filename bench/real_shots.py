@@ -125,10 +125,17 @@ class SiftTruth:
         keypoints, descriptors = self.sift.detectAndCompute(gray, None)
         return cv2.KeyPoint_convert(keypoints).reshape(-1, 2), descriptors
 
-    def homography(
-        self, a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], what: str, within: tuple[int, ...] | None = None
-    ) -> np.ndarray:
-        """(3, 3) from image a's pixels to image b's; stops the run when the fit is weak.
+    def homography(self, a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], what: str) -> np.ndarray:
+        """(3, 3) from image a's pixels to image b's; stops the run when the fit is weak."""
+        H, weakness = self.fit(a, b)
+        if H is None:
+            raise SystemExit(f"ground truth for {what}: {weakness}")
+        return H
+
+    def fit(
+        self, a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], within: tuple[int, ...] | None = None
+    ) -> tuple[np.ndarray | None, str]:
+        """(3, 3) from image a's pixels to image b's, or None and why the fit is too weak to judge against.
 
         `within`: x0, y0, x1, y1 of the part of image a to fit on (the pairs whose a side lies there).
         """
@@ -143,12 +150,12 @@ class SiftTruth:
         H, mask = (None, None) if len(src) < 8 else cv2.findHomography(src, dst, cv2.USAC_MAGSAC, 2.0, maxIters=10000, confidence=0.9999)
         inliers = 0 if mask is None else int(mask.sum())
         if H is None or inliers < MIN_TRUTH_INLIERS:
-            raise SystemExit(f"ground truth for {what}: SIFT fit on {inliers} inliers, fewer than {MIN_TRUTH_INLIERS}")
+            return None, f"SIFT fit on {inliers} inliers, fewer than {MIN_TRUTH_INLIERS}"
         keep = mask.ravel().astype(bool)
         residual = float(np.median(np.linalg.norm(cv2.perspectiveTransform(src[keep][None], H)[0] - dst[keep], axis=1)))
         if residual > MAX_TRUTH_RESIDUAL_PX:
-            raise SystemExit(f"ground truth for {what}: SIFT fit's median residual {residual:.2f} px")
-        return H / H[2, 2]
+            return None, f"SIFT fit's median residual {residual:.2f} px"
+        return H / H[2, 2], ""
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -197,11 +204,8 @@ def poster_subjects(sift: SiftTruth) -> tuple[list[RealReference], list[Shot], i
         # A column mostly out of view, whose own pairs are too few, is placed by the whole view's fit.
         truth = {}
         for item, box in POSTER_COLUMNS.items():
-            try:
-                column = sift.homography(first_described, described, f"{path.name}, {item}", within=box)
-            except SystemExit:
-                column = H
-            truth[item] = column @ np.array([[1, 0, box[0]], [0, 1, box[1]], [0, 0, 1]], np.float64)
+            column, _ = sift.fit(first_described, described, within=box)
+            truth[item] = (H if column is None else column) @ np.array([[1, 0, box[0]], [0, 1, box[1]], [0, 0, 1]], np.float64)
         shots.append(Shot("comic poster", cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), truth))
     return references, shots, near_copies
 
@@ -258,11 +262,12 @@ def make_views(references: list[RealReference], shots: list[Shot], views_per_sho
     rng = np.random.default_rng(seed)
     views = []
     for shot in shots:
-        framings = [_framing(rng, shot, by_item, i == 0) for i in range(views_per_shot)] if shot.subject != "comic poster" else [None]
+        if shot.subject == "comic poster":  # a camera frame already: scaled to the view as it is
+            h, w = shot.image.shape[:2]
+            framings = [np.diag([VIEW_W / w, VIEW_H / h, 1.0])]
+        else:
+            framings = [_framing(rng, shot, by_item, i == 0) for i in range(views_per_shot)]
         for V in framings:
-            if V is None:  # a camera frame already: scaled to the view as it is
-                h, w = shot.image.shape[:2]
-                V = np.diag([VIEW_W / w, VIEW_H / h, 1.0])
             image = cv2.warpPerspective(shot.image, V, (VIEW_W, VIEW_H), flags=cv2.INTER_LINEAR)
             corners = {item: _outline(V @ H, by_item[item].image) for item, H in shot.truth.items()}
             judged = [item for item, c in corners.items() if _visible(c) >= MIN_VISIBLE]

@@ -36,6 +36,8 @@ _UNEVEN = 0.1
 """Streams move when one worker's streams cost this much more than another's (a share of the costlier)."""
 _MOVE_EVERY_S = 1.0
 """At most one stream moves per this many seconds: a moved stream's next frame is a full recognition."""
+_CHECK_EVERY_S = 0.2
+"""How often dispatching looks at the workers' load at all (it runs on the event loop, for every frame)."""
 _SETTLE_S = 5.0
 """A stream that moved stays put this long, so its moving average forgets the recognition the move cost."""
 
@@ -112,6 +114,7 @@ class Scheduler:
         self._ready: deque[Stream | None] = deque()  # None stands for the HTTP queue's turn
         self._requests: deque[Job] = deque()
         self._moved_at = 0.0
+        self._checked_at = 0.0
         self.moves = 0
         """Streams moved to another worker to even the workers' load."""
 
@@ -162,8 +165,9 @@ class Scheduler:
         """Move the one stream that best evens the costliest worker with the cheapest, when they differ by
         more than _UNEVEN (and, if `only_if_waiting`, frames wait for the costlier: an idle pool needs no move)."""
         now = time.monotonic()
-        if now - self._moved_at < _MOVE_EVERY_S:
+        if now - self._moved_at < _MOVE_EVERY_S or (only_if_waiting and now - self._checked_at < _CHECK_EVERY_S):
             return
+        self._checked_at = now
         costs = self._costs()
         loads = self._loads(costs)
         if len(loads) < 2:
