@@ -74,6 +74,10 @@ class MatcherSettings:
     orientation_tolerance_degrees: float = 20.0
     """Only matches whose keypoint rotation (frame orientation minus reference orientation) is within
     this of the most common one go to RANSAC: a flat object turns all its keypoints alike. 0: off."""
+    rotation_modes: int = 2
+    """When the pairs turning like most do not verify, those turning like most of the rest are tried,
+    and so on, up to this many turns: wrong pairs on a repeated pattern (rows of windows, a
+    horizon's ridges) can outnumber the right ones and all turn alike."""
     ransac_reprojection_px: float = 5.0
     """RANSAC inlier threshold in frame pixels (at the working resolution)."""
     min_inliers: int = 14

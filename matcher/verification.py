@@ -65,8 +65,35 @@ def verify(
     correspondences: Correspondences,
     settings: MatcherSettings,
 ) -> Verified | None:
-    """Homography reference pixels -> frame pixels, inlier count, score and coverage; None if rejected."""
-    correspondences = same_rotation(frame, reference.features, correspondences, settings.orientation_tolerance_degrees)
+    """Homography reference pixels -> frame pixels, inlier count, score and coverage; None if rejected.
+
+    The pairs go to RANSAC by rotation (`same_rotation`): those turning like most, and when they
+    do not verify, those turning like most of the rest, up to `rotation_modes` turns.
+    """
+    rest = correspondences
+    for _ in range(max(1, settings.rotation_modes)):
+        turning_alike = same_rotation(frame, reference.features, rest, settings.orientation_tolerance_degrees)
+        if len(turning_alike.frame_indices) < max(4, settings.min_inliers):
+            return None
+        verified = _verify_turning_alike(frame, reference, turning_alike, settings)
+        if verified is not None or len(turning_alike.frame_indices) == len(rest.frame_indices):
+            return verified
+        rest = _without(rest, turning_alike)
+    return None
+
+
+def _without(correspondences: Correspondences, taken: Correspondences) -> Correspondences:
+    """`correspondences` less the pairs in `taken` (a subset of them)."""
+    pairs = correspondences.frame_indices.astype(np.int64) << 32 | correspondences.reference_indices
+    gone = taken.frame_indices.astype(np.int64) << 32 | taken.reference_indices
+    keep = ~np.isin(pairs, gone)
+    return dataclasses.replace(
+        correspondences, frame_indices=correspondences.frame_indices[keep], reference_indices=correspondences.reference_indices[keep]
+    )
+
+
+def _verify_turning_alike(frame: Features, reference: Reference, correspondences: Correspondences, settings: MatcherSettings) -> Verified | None:
+    """`verify` on pairs that turn alike."""
     n = len(correspondences.frame_indices)
     if n < max(4, settings.min_inliers):
         return None
