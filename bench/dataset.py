@@ -306,6 +306,8 @@ def _save_chunk(path: Path, rows: list[Described], with_baseline: bool) -> None:
         points=np.concatenate([empty_points] + [r.features.points for r in kept]),  # type: ignore[union-attr]
         descriptors=np.concatenate([empty_descriptors] + [r.features.descriptors for r in kept]),  # type: ignore[union-attr]
         angles=np.concatenate([np.zeros(0, np.uint8)] + [r.features.angles for r in kept]),  # type: ignore[union-attr,misc]
+        patch_lengths=np.array([len(r.features.patch or b"") for r in kept], np.int64),  # type: ignore[union-attr]
+        patches=np.frombuffer(b"".join(r.features.patch or b"" for r in kept), np.uint8),  # type: ignore[union-attr]
         base_lengths=np.array([len(r.baseline) for r in kept], np.int64),  # type: ignore[arg-type]
         base_points=np.concatenate([empty_points] + [r.baseline_points for r in kept]),  # type: ignore[misc]
         base_descriptors=np.concatenate([empty_descriptors] + [r.baseline for r in kept]),  # type: ignore[misc]
@@ -322,7 +324,7 @@ def _load_chunk(path: Path) -> list[Described]:
     meta = json.loads(path.with_suffix(".json").read_text())
     with np.load(path.with_suffix(".npz")) as npz:
         a = {k: npz[k] for k in npz.files}  # each npz[k] reads the file again: read once
-    ends, bends = np.cumsum(a["lengths"]), np.cumsum(a["base_lengths"])
+    ends, bends, pends = np.cumsum(a["lengths"]), np.cumsum(a["base_lengths"]), np.cumsum(a["patch_lengths"])
     rows, k = [], 0
     for s, accepted in zip(meta["specs"], meta["accepted"], strict=True):
         spec = _spec_from_json(s)
@@ -332,7 +334,8 @@ def _load_chunk(path: Path) -> list[Described]:
         start, end = ends[k] - a["lengths"][k], ends[k]
         bstart, bend = bends[k] - a["base_lengths"][k], bends[k]
         w, h = a["sizes"][k]
-        features = Features(a["points"][start:end], a["descriptors"][start:end], int(w), int(h), a["angles"][start:end])
+        patch = a["patches"][pends[k] - a["patch_lengths"][k] : pends[k]].tobytes() or None
+        features = Features(a["points"][start:end], a["descriptors"][start:end], int(w), int(h), a["angles"][start:end], patch)
         if meta["baseline"]:
             rows.append(Described(spec, features, a["base_points"][bstart:bend], a["base_descriptors"][bstart:bend]))
         else:
@@ -379,6 +382,7 @@ def _cache_key(settings: MatcherSettings) -> str:
     rest of the engine (a change to search or tracking does not re-describe 10,000 images)."""
     h = _code_hash(
         "matcher/features.py",
+        "matcher/alignment.py",
         "matcher/decode.py",
         "bench/dataset.py",
         "bench/collages.py",

@@ -86,6 +86,7 @@ class _Held:
     width: int
     height: int
     first_row: int
+    patch: bytes | None
 
 
 _INDEX_STATE = (
@@ -247,6 +248,7 @@ class InvertedFileIndex(DescriptorIndex):
             features.width,
             features.height,
             first_row,
+            features.patch,
         )
         if len(features):
             self._index.add(np.ascontiguousarray(features.descriptors, np.uint8))
@@ -311,7 +313,7 @@ class InvertedFileIndex(DescriptorIndex):
             self._first_rows.append(row)
             f = reference.features
             self._held[reference.item] = _Held(
-                reference.item, reference.name, dict(reference.metadata), points[row : row + n], _own_angles(f), f.width, f.height, row
+                reference.item, reference.name, dict(reference.metadata), points[row : row + n], _own_angles(f), f.width, f.height, row, f.patch
             )
             row += n
             self._live_rows += n
@@ -343,7 +345,7 @@ class InvertedFileIndex(DescriptorIndex):
     def _read(self, held: _Held) -> Reference:
         n = len(held.points)
         descriptors = _read_rows(self._index, held.first_row, n, self._list_codes) if n else np.zeros((0, DESCRIPTOR_BYTES), np.uint8)
-        return Reference(held.item, held.name, held.metadata, Features(held.points, descriptors, held.width, held.height, held.angles))
+        return Reference(held.item, held.name, held.metadata, Features(held.points, descriptors, held.width, held.height, held.angles, held.patch))
 
     def __len__(self) -> int:
         return len(self._held)

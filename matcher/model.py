@@ -21,6 +21,9 @@ class Features:
     angles: np.ndarray | None = None
     """(N,) uint8 keypoint orientations in 256ths of a turn; None where unknown (references stored
     before orientations were kept), and then matches are not checked for a consistent rotation."""
+    patch: bytes | None = None
+    """A reference's own pixels, small (matcher/alignment.py: grayscale JPEG, about 2 KB), that a
+    verified pose is aligned on; None for frames, and for references stored before patches were kept."""
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -28,7 +31,7 @@ class Features:
     def subset(self, keep: np.ndarray) -> Features:
         """The keypoints selected by a boolean mask or index array."""
         angles = None if self.angles is None else self.angles[keep]
-        return Features(self.points[keep], self.descriptors[keep], self.width, self.height, angles)
+        return Features(self.points[keep], self.descriptors[keep], self.width, self.height, angles, self.patch)
 
     @staticmethod
     def empty(width: int, height: int) -> Features:

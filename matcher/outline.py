@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from matcher.settings import MatcherSettings
-from matcher.verification import project, reference_corners
+from matcher.verification import area_covered, pair_error, project, reference_corners
 
 _SAMPLES_PER_SIDE = 24
 _END_MARGIN = 0.1  # share of a side left out at each end: corners are where two edges blur together
@@ -43,8 +43,8 @@ def snap_outline(
     if radius <= 0 or len(src) < 4:
         return H
     corners = reference_corners(width, height).astype(np.float64)
-    drift = _pair_error(H, src, dst) + _MAX_PAIR_DRIFT_PX
-    if _covered(src, width, height) < _WIDE_SEARCH_BELOW_COVER:
+    drift = pair_error(H, src, dst) + _MAX_PAIR_DRIFT_PX
+    if area_covered(src, width, height) < _WIDE_SEARCH_BELOW_COVER:
         # Pairs on a small part of the reference: its far corners may lie further off than the
         # search reaches. A first, wider search brings the sides near; the second places them.
         H = _snapped(gray, H, corners, _WIDE_SEARCH * radius, src, dst, drift)
@@ -81,7 +81,7 @@ def _snapped(
     fitted = cv2.getPerspectiveTransform(corners.astype(np.float32), snapped.astype(np.float32))
     if fitted is None or not np.all(np.isfinite(fitted)):
         return H
-    if not _pair_error(fitted, src, dst) <= drift:  # also false when not finite
+    if not pair_error(fitted, src, dst) <= drift:  # also false when not finite
         return H
     return fitted / fitted[2, 2]
 
@@ -92,16 +92,6 @@ def _cross(a: np.ndarray | tuple[float, ...], b: np.ndarray | tuple[float, ...])
     a0, a1, a2 = float(a[0]), float(a[1]), float(a[2])
     b0, b1, b2 = float(b[0]), float(b[1]), float(b[2])
     return np.array([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0])
-
-
-def _pair_error(H: np.ndarray, src: np.ndarray, dst: np.ndarray) -> float:
-    """Median distance (px) between the pairs' frame points and where H puts their reference points."""
-    return float(np.median(np.linalg.norm(project(H, src)[0] - dst, axis=1)))
-
-
-def _covered(src: np.ndarray, width: int, height: int) -> float:
-    """Area of the (K, 2) reference points' convex hull over the reference's."""
-    return float(cv2.contourArea(cv2.convexHull(src.astype(np.float32)))) / float(max(1, width * height))
 
 
 def _side_edges(gray: np.ndarray, H: np.ndarray, corners: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray] | None:

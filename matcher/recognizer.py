@@ -6,6 +6,7 @@ No I/O here: the worker feeds references in and frames through.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,13 +14,22 @@ from typing import Any
 
 import numpy as np
 
+from matcher.alignment import Templates, aligned_pose, make_patch
 from matcher.decode import DecodedImage, decode_image
 from matcher.features import describe_frame, describe_reference, reference_quality
 from matcher.index import DescriptorIndex, InvertedFileIndex, match_descriptors, rematched
 from matcher.model import Correspondences, Features, FrameResult, Reference
 from matcher.outline import snap_outline
 from matcher.settings import MatcherSettings
-from matcher.verification import Verified, inlier_points, one_item_per_place, same_layout, to_match, verify
+from matcher.verification import (
+    Verified,
+    area_covered,
+    inlier_points,
+    one_item_per_place,
+    same_layout,
+    to_match,
+    verify,
+)
 
 
 class UnknownCollection(LookupError):
@@ -46,7 +56,7 @@ class DescribedReference:
 def describe_reference_image(data: bytes, settings: MatcherSettings) -> DescribedReference:
     """Decode and describe a reference image; raises ImageError or PoorReference."""
     image = decode_image(data, settings.reference_max_side, settings.max_image_pixels)
-    features = describe_reference(image.gray, image.width, image.height, settings)
+    features = dataclasses.replace(describe_reference(image.gray, image.width, image.height, settings), patch=make_patch(image.gray))
     quality = reference_quality(features, settings)
     if len(features) < settings.min_reference_keypoints:
         raise PoorReference(
@@ -71,6 +81,7 @@ class Recognizer:
     def __init__(self, settings: MatcherSettings) -> None:
         self.settings = settings
         self._collections: dict[str, DescriptorIndex] = {}
+        self._templates = Templates()
 
     def collection(self, name: str) -> DescriptorIndex:
         index = self._collections.get(name)
@@ -159,7 +170,7 @@ class Recognizer:
             return
         verified = verify(frame, reference, candidate, self.settings)
         if verified is not None:
-            H = self._snapped(image, verified, reference)
+            H = self._placed(image, verified, reference)
             points = inlier_points(frame, reference, candidate, H, self.settings) if with_inliers else None
             result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, points, verified.coverage))
 
@@ -168,17 +179,20 @@ class Recognizer:
         reference = index.reference(candidate.item)
         return candidate if reference is None else rematched(candidate, reference, frame.descriptors, self.settings)
 
-    def _snapped(self, image: DecodedImage, verified: Verified, reference: Reference) -> np.ndarray:
-        """The verified pose with its outline on the object's edges in the frame (matcher/outline.py)."""
-        return snap_outline(
-            image.gray,
-            verified.H,
-            reference.features.width,
-            reference.features.height,
-            verified.reference_points,
-            verified.frame_points,
-            self.settings,
+    def _placed(self, image: DecodedImage, verified: Verified, reference: Reference) -> np.ndarray:
+        """The verified pose with its outline on the object's edges in the frame (matcher/outline.py), then,
+        when its pairs leave much of the reference to extrapolation, aligned on the reference's pixels
+        (matcher/alignment.py)."""
+        features = reference.features
+        H = snap_outline(
+            image.gray, verified.H, features.width, features.height, verified.reference_points, verified.frame_points, self.settings
         )
+        if features.patch is None or area_covered(verified.reference_points, features.width, features.height) >= self.settings.align_below_coverage:
+            return H
+        template = self._templates.get(reference.item, features.patch, features.width, features.height)
+        if template is None:
+            return H
+        return aligned_pose(template, image.gray, H, verified.reference_points, verified.frame_points, self.settings.align_min_correlation)
 
     def find_items(self, collection: str, image: DecodedImage, frame: Features, items: Iterable[str]) -> FrameResult:
         """Look for the given items only in a described frame: no search of the whole collection.
@@ -202,7 +216,7 @@ class Recognizer:
             candidate = Correspondences(item, found[0], found[1], float(len(found[0])), reference)
             verified = verify(frame, reference, candidate, self.settings)
             if verified is not None:
-                H = self._snapped(image, verified, reference)
+                H = self._placed(image, verified, reference)
                 result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, coverage=verified.coverage))
             verifying += time.perf_counter() - matched
         result.matches.sort(key=lambda m: -m.score)

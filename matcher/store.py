@@ -146,6 +146,7 @@ def pack_features(features: Features) -> bytes:
             "width": features.width,
             "height": features.height,
             **({} if features.angles is None else {"angles": np.ascontiguousarray(features.angles, np.uint8).tobytes()}),
+            **({} if features.patch is None else {"patch": features.patch}),
         }
     )
 
@@ -159,7 +160,9 @@ def unpack_features(data: bytes) -> Features:
     angles = np.frombuffer(raw["angles"], np.uint8) if "angles" in raw else None
     if angles is not None and len(angles) != n:
         angles = None
-    return Features(points, descriptors, int(raw["width"]), int(raw["height"]), angles)
+    # References stored before patches were kept have none: their poses are not aligned on their pixels.
+    patch = raw.get("patch")
+    return Features(points, descriptors, int(raw["width"]), int(raw["height"]), angles, bytes(patch) if patch else None)
 
 
 class CollectionStore(abc.ABC):

@@ -38,6 +38,17 @@ def project(H: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return p[:, :2] / w[:, None], w
 
 
+def pair_error(H: np.ndarray, src: np.ndarray, dst: np.ndarray) -> float:
+    """Median distance (px) between the (K, 2) pairs' frame points `dst` and where H puts their reference points `src`."""
+    return float(np.median(np.linalg.norm(project(H, src)[0] - dst, axis=1)))
+
+
+def area_covered(points: np.ndarray, width: int, height: int) -> float:
+    """Area of the (K, 2) reference points' convex hull over the whole reference's: how much of it a pose
+    resting on them pins down (the rest, and the corners in it, are extrapolated)."""
+    return float(cv2.contourArea(cv2.convexHull(points.astype(np.float32)))) / float(max(1, width * height))
+
+
 def plausible_outline(H: np.ndarray, width: int, height: int, frame_w: int, frame_h: int, settings: MatcherSettings) -> bool:
     """Whether H maps the reference rectangle to an outline a real camera could see."""
     quad, w = project(H, reference_corners(width, height))

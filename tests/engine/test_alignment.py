@@ -1,0 +1,83 @@
+"""A found pose is aligned on the reference's own pixels where no keypoint pins its corners down (matcher/alignment.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from bench.scenes import corner_error, fit_background, jpeg, paste
+from matcher.model import Reference
+from matcher.recognizer import Recognizer, describe_reference_image
+from matcher.settings import MatcherSettings
+from matcher.store import pack_features, unpack_features
+from tests.images import photo
+
+# Tilted views of a print: where the frame shows it, and how.
+PRINT_CORNERS = [
+    np.array([[150, 70], [470, 100], [490, 420], [130, 400]], np.float64),
+    np.array([[120, 50], [450, 30], [500, 380], [90, 440]], np.float64),
+    np.array([[200, 40], [520, 90], [500, 440], [170, 450]], np.float64),
+]
+
+
+def landscape_print() -> np.ndarray:
+    """A print like a landscape photo: detail along the bottom (rocks, a shore), above it a sky whose
+    clouds are broad soft shapes, with no corner for a keypoint detector."""
+    ground = cv2.resize(photo("coffee.png"), (400, 120), interpolation=cv2.INTER_AREA)
+    sky = cv2.resize(photo("chelsea.png"), (400, 280), interpolation=cv2.INTER_AREA)
+    sky = cv2.GaussianBlur(sky, (0, 0), 12).astype(np.float32)
+    sky = np.clip((sky - sky.mean()) * 1.6 + 170, 0, 255).astype(np.uint8)
+    return np.vstack([sky, ground])
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[tuple[bytes, np.ndarray]]:
+    # A backdrop as soft as the sky, so that no sharp edge shows where the print ends.
+    background = fit_background(cv2.GaussianBlur(photo("chelsea.png"), (0, 0), 12))
+    rng = np.random.default_rng(3)
+    out = []
+    for corners in PRINT_CORNERS:
+        image = paste(background, landscape_print(), corners).astype(np.float32)
+        image = cv2.GaussianBlur(image, (0, 0), 1.0) + rng.normal(0, 2.0, background.shape)
+        out.append((jpeg(np.clip(image, 0, 255).astype(np.uint8), 70), corners))
+    return out
+
+
+def errors(settings: MatcherSettings, frames: list[tuple[bytes, np.ndarray]], patch: bool = True) -> list[float]:
+    engine = Recognizer(settings)
+    features = describe_reference_image(jpeg(landscape_print(), 95), settings).features
+    if not patch:
+        features = dataclasses.replace(features, patch=None)
+    engine.load("prints", [Reference("print", "Print", {}, features)])
+    found = []
+    for data, corners in frames:
+        matches = engine.recognize("prints", data).matches
+        assert [m.item for m in matches] == ["print"]
+        found.append(corner_error(matches[0].corners, corners))
+    return found
+
+
+def test_a_print_whose_sky_has_no_keypoints_is_placed_by_its_pixels(frames: list[tuple[bytes, np.ndarray]]) -> None:
+    aligned = errors(MatcherSettings(), frames)
+    extrapolated = errors(dataclasses.replace(MatcherSettings(), align_below_coverage=0.0), frames)
+    assert max(aligned) <= 2.0, f"corner errors {aligned}"
+    # The case alignment is for: without it the sky's corners are only extrapolated from the ground's pairs.
+    assert max(extrapolated) > 4.0, f"corner errors without alignment {extrapolated}"
+
+
+def test_references_stored_without_a_patch_are_recognized_as_before(frames: list[tuple[bytes, np.ndarray]]) -> None:
+    without = errors(MatcherSettings(), frames, patch=False)
+    extrapolated = errors(dataclasses.replace(MatcherSettings(), align_below_coverage=0.0), frames)
+    assert without == extrapolated
+
+
+def test_the_patch_survives_the_store() -> None:
+    features = describe_reference_image(jpeg(landscape_print(), 95), MatcherSettings()).features
+    assert features.patch is not None and 500 < len(features.patch) < 4096
+    back = unpack_features(pack_features(features))
+    assert back.patch == features.patch
+    small = cv2.imdecode(np.frombuffer(back.patch, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert max(small.shape) == 120
