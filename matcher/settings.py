@@ -103,7 +103,7 @@ class MatcherSettings:
     """...and is kept if guided matching finds at least this many keypoint pairs agreeing with it."""
     outline_search_px: float = 16.0
     """How far (working px) each side of a found outline is looked for on the frame's edges; 0: off."""
-    align_below_coverage: float = 0.65
+    align_below_coverage: float = 0.4
     """A found pose whose pairs span less than this share of the reference's area (its far corners
     extrapolated) is aligned on the reference's pixels (matcher/alignment.py); 0: never."""
     align_min_correlation: float = 0.95

@@ -26,9 +26,9 @@ PRINT_CORNERS = [
 def landscape_print() -> np.ndarray:
     """A print like a landscape photo: detail along the bottom (rocks, a shore), above it a sky whose
     clouds are broad soft shapes, with no corner for a keypoint detector."""
-    ground = cv2.resize(photo("coffee.png"), (400, 120), interpolation=cv2.INTER_AREA)
-    sky = cv2.resize(photo("chelsea.png"), (400, 280), interpolation=cv2.INTER_AREA)
-    sky = cv2.GaussianBlur(sky, (0, 0), 12).astype(np.float32)
+    ground = cv2.resize(photo("coffee.png"), (400, 100), interpolation=cv2.INTER_AREA)
+    sky = cv2.resize(photo("chelsea.png"), (400, 300), interpolation=cv2.INTER_AREA)
+    sky = cv2.GaussianBlur(sky, (0, 0), 16).astype(np.float32)
     sky = np.clip((sky - sky.mean()) * 1.6 + 170, 0, 255).astype(np.uint8)
     return np.vstack([sky, ground])
 
