@@ -86,7 +86,8 @@ class _Held:
     width: int
     height: int
     first_row: int
-    patch: bytes | None
+    patch: np.ndarray | None
+    """The reference's small grayscale copy (`Features.patch`), copied like the points so the index owns what it holds."""
 
 
 _INDEX_STATE = (
@@ -248,7 +249,7 @@ class InvertedFileIndex(DescriptorIndex):
             features.width,
             features.height,
             first_row,
-            features.patch,
+            _own_patch(features),
         )
         if len(features):
             self._index.add(np.ascontiguousarray(features.descriptors, np.uint8))
@@ -313,7 +314,7 @@ class InvertedFileIndex(DescriptorIndex):
             self._first_rows.append(row)
             f = reference.features
             self._held[reference.item] = _Held(
-                reference.item, reference.name, dict(reference.metadata), points[row : row + n], _own_angles(f), f.width, f.height, row, f.patch
+                reference.item, reference.name, dict(reference.metadata), points[row : row + n], _own_angles(f), f.width, f.height, row, _own_patch(f)
             )
             row += n
             self._live_rows += n
@@ -345,7 +346,7 @@ class InvertedFileIndex(DescriptorIndex):
     def _read(self, held: _Held) -> Reference:
         n = len(held.points)
         descriptors = _read_rows(self._index, held.first_row, n, self._list_codes) if n else np.zeros((0, DESCRIPTOR_BYTES), np.uint8)
-        return Reference(held.item, held.name, held.metadata, Features(held.points, descriptors, held.width, held.height, held.angles, held.patch))
+        return Reference(held.item, held.name, held.metadata, Features(held.points, descriptors, held.width, held.height, held.angles, None if held.patch is None else held.patch.tobytes()))
 
     def __len__(self) -> int:
         return len(self._held)
@@ -401,6 +402,10 @@ class InvertedFileIndex(DescriptorIndex):
     def _angles_of_slot(self, slot: int) -> np.ndarray | None:
         item = self._item_of_slot[slot]
         return None if item is None else self._held[item].angles
+
+
+def _own_patch(features: Features) -> np.ndarray | None:
+    return None if features.patch is None else np.frombuffer(features.patch, np.uint8).copy()
 
 
 def _own_angles(features: Features) -> np.ndarray | None:
