@@ -33,6 +33,7 @@ from matcher.index import release_free_memory
 from matcher.model import Reference
 from matcher.recognizer import Recognizer, describe_reference_image
 from matcher.settings import MatcherSettings
+from matcher.store import pack_features, unpack_features
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CORNER_TOLERANCE_PX = 10.0
@@ -173,7 +174,8 @@ def _memory_child(references: list[Reference], settings: MatcherSettings, queue)
     gc.collect()
     process = psutil.Process()
     before = process.memory_info().rss
-    held = [Reference(r.item, r.name, dict(r.metadata), type(r.features)(r.features.points.copy(), r.features.descriptors.copy(), r.features.width, r.features.height)) for r in references]
+    # Fresh copies of every part, as a worker gets them from Redis.
+    held = [Reference(r.item, r.name, dict(r.metadata), unpack_features(pack_features(r.features))) for r in references]
     recognizer = Recognizer(settings)
     recognizer.load(COLLECTION, held)
     del held

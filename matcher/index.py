@@ -81,13 +81,20 @@ class _Held:
     item: str
     name: str
     metadata: dict[str, Any]
-    points: np.ndarray
+    positions: np.ndarray
+    """(N, 2) uint16 keypoint positions in units of `unit` reference pixels (half the memory of float32)."""
     angles: np.ndarray | None
+    unit: float
     width: int
     height: int
     first_row: int
-    patch: np.ndarray | None
+    patch: bytes | None
     """The reference's small grayscale copy (`Features.patch`), copied like the points so the index owns what it holds."""
+
+    @property
+    def points(self) -> np.ndarray:
+        """(N, 2) float32 keypoint positions in reference pixels."""
+        return self.positions.astype(np.float32) * np.float32(self.unit)
 
 
 _INDEX_STATE = (
@@ -218,8 +225,8 @@ class InvertedFileIndex(DescriptorIndex):
         self._read_back.pop(item, None)
         self._item_of_slot[self._slot_of.pop(item)] = None
         self._slot_arrays = None
-        self._live_rows -= len(held.points)
-        rows = np.arange(held.first_row, held.first_row + len(held.points), dtype=np.int64)
+        self._live_rows -= len(held.positions)
+        rows = np.arange(held.first_row, held.first_row + len(held.positions), dtype=np.int64)
         if isinstance(self._index, faiss.IndexBinaryIVF):
             _drop_rows(self._index, rows)
             self._list_codes = {}
@@ -240,12 +247,14 @@ class InvertedFileIndex(DescriptorIndex):
         self._item_of_slot.append(reference.item)
         self._first_rows.append(first_row)
         self._slot_arrays = None
+        unit = _unit(features.width, features.height)
         self._held[reference.item] = _Held(
             reference.item,
             reference.name,
             dict(reference.metadata),
-            np.array(features.points, np.float32),
+            _positions(features.points, unit),
             _own_angles(features),
+            unit,
             features.width,
             features.height,
             first_row,
@@ -305,7 +314,7 @@ class InvertedFileIndex(DescriptorIndex):
         self._read_back = OrderedDict()  # every entry is held anew: none of those kept is valid any more
         # One array for every keypoint position: nothing here keeps the callers' arrays alive, so the
         # memory they free after the load is in one piece and goes back to the system.
-        points = np.concatenate([r.features.points for r in ordered]).astype(np.float32) if total else np.zeros((0, 2), np.float32)
+        positions = np.zeros((total, 2), np.uint16)
         row = 0
         for reference in ordered:
             n = len(reference.features)
@@ -313,8 +322,10 @@ class InvertedFileIndex(DescriptorIndex):
             self._item_of_slot.append(reference.item)
             self._first_rows.append(row)
             f = reference.features
+            unit = _unit(f.width, f.height)
+            positions[row : row + n] = _positions(f.points, unit)
             self._held[reference.item] = _Held(
-                reference.item, reference.name, dict(reference.metadata), points[row : row + n], _own_angles(f), f.width, f.height, row, _own_patch(f)
+                reference.item, reference.name, dict(reference.metadata), positions[row : row + n], _own_angles(f), unit, f.width, f.height, row, _own_patch(f)
             )
             row += n
             self._live_rows += n
@@ -344,9 +355,9 @@ class InvertedFileIndex(DescriptorIndex):
             return reference
 
     def _read(self, held: _Held) -> Reference:
-        n = len(held.points)
+        n = len(held.positions)
         descriptors = _read_rows(self._index, held.first_row, n, self._list_codes) if n else np.zeros((0, DESCRIPTOR_BYTES), np.uint8)
-        return Reference(held.item, held.name, held.metadata, Features(held.points, descriptors, held.width, held.height, held.angles, None if held.patch is None else held.patch.tobytes()))
+        return Reference(held.item, held.name, held.metadata, Features(held.points, descriptors, held.width, held.height, held.angles, held.patch))
 
     def __len__(self) -> int:
         return len(self._held)
@@ -404,8 +415,22 @@ class InvertedFileIndex(DescriptorIndex):
         return None if item is None else self._held[item].angles
 
 
-def _own_patch(features: Features) -> np.ndarray | None:
-    return None if features.patch is None else np.frombuffer(features.patch, np.uint8).copy()
+_MAX_POSITION = 65_535
+
+
+def _unit(width: int, height: int) -> float:
+    """Reference pixels per stored position step: the longer side spans every uint16 step
+    (1/16 px for a 4,000-px scan, finer than any keypoint is placed)."""
+    return max(1, width, height) / _MAX_POSITION
+
+
+def _positions(points: np.ndarray, unit: float) -> np.ndarray:
+    """(N, 2) float positions in reference pixels as uint16 steps of `unit` pixels."""
+    return np.clip(np.round(np.asarray(points, np.float32) / unit), 0, _MAX_POSITION).astype(np.uint16)
+
+
+def _own_patch(features: Features) -> bytes | None:
+    return None if features.patch is None else bytes(memoryview(features.patch))  # bytes(b) would be b itself
 
 
 def _own_angles(features: Features) -> np.ndarray | None:

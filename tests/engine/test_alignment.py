@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bench.scenes import corner_error, fit_background, jpeg, paste
+from matcher.alignment import PATCH_SIDE
 from matcher.model import Reference
 from matcher.recognizer import Recognizer, describe_reference_image
 from matcher.settings import MatcherSettings
@@ -80,4 +81,4 @@ def test_the_patch_survives_the_store() -> None:
     back = unpack_features(pack_features(features))
     assert back.patch == features.patch
     small = cv2.imdecode(np.frombuffer(back.patch, np.uint8), cv2.IMREAD_GRAYSCALE)
-    assert max(small.shape) == 120
+    assert max(small.shape) == PATCH_SIDE
