@@ -43,6 +43,7 @@ import numpy as np
 from bench import collages, sources
 from bench.collages import Crop
 from bench.scenes import jpeg
+from matcher import alignment
 from matcher.model import Features, Reference
 from matcher.recognizer import PoorReference, describe_reference_image
 from matcher.settings import MatcherSettings
@@ -382,13 +383,14 @@ def _cache_key(settings: MatcherSettings) -> str:
     rest of the engine (a change to search or tracking does not re-describe 10,000 images)."""
     h = _code_hash(
         "matcher/features.py",
-        "matcher/alignment.py",
         "matcher/decode.py",
         "bench/dataset.py",
         "bench/collages.py",
         "bench/baseline.py",
     )
     h.update(inspect.getsource(describe_reference_image).encode())
+    # Of the alignment, only the copy each reference keeps: aligning differently re-describes nothing.
+    h.update(f"{inspect.getsource(alignment.make_patch)} {alignment.PATCH_SIDE} {alignment.PATCH_JPEG_QUALITY}".encode())
     described_by = {
         name: value
         for name, value in dataclasses.asdict(settings).items()

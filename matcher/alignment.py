@@ -36,6 +36,7 @@ _MIN_INSIDE = 0.5  # of the template's pixels that must land inside the frame
 _MARGIN_PX = 24  # frame pixels around the projected outline that the warp may read
 _MAX_CORNER_MOVE_PX = 25.0  # an alignment moving a corner further than this went somewhere else...
 _MAX_COARSE_CORNER_MOVE_PX = 60.0  # ...unless it went there coarse to fine and ends as closely correlated
+_COARSE_TRY_MIN_CORRELATION = 0.9  # a one-level try correlating less met a hand or blur, not a far start: no second try
 _MAX_PAIR_DRIFT_PX = 1.0  # the pose's pairs' median reprojection error may grow by this much, no more
 _TEMPLATES_KEPT = 256  # templates kept per recognizer: the items camera streams keep finding
 
@@ -195,11 +196,16 @@ def aligned_pose(
     (`src` reference and `dst` frame points) still agree with it. A pose too far off for that
     (pairs bunched in a corner of the reference swing the far corners dozens of pixels) gets a
     second try from the template smoothed more, then from where that leads at the usual
-    smoothing, which may move a corner up to _MAX_COARSE_CORNER_MOVE_PX.
+    smoothing, which may move a corner up to _MAX_COARSE_CORNER_MOVE_PX. Only when the first try
+    still correlated closely: on a half-hidden or smeared object neither try succeeds, and the
+    second would only cost time.
     """
-    aligned = _sure(align(template, gray, H), template, H, src, dst, min_correlation, _MAX_CORNER_MOVE_PX)
+    first = align(template, gray, H)
+    aligned = _sure(first, template, H, src, dst, min_correlation, _MAX_CORNER_MOVE_PX)
     if aligned is not None:
         return aligned
+    if first is None or first[1] < _COARSE_TRY_MIN_CORRELATION:
+        return H
     coarse = align(template.coarse, gray, H)
     if coarse is None:
         return H
