@@ -29,14 +29,11 @@ PATCH_SIDE = 120
 PATCH_JPEG_QUALITY = 75
 """The copy is held JPEG-compressed (about 2 KB): quality 75 aligns as the uncompressed copy does."""
 _BLUR_SIGMA = 1.0  # both template and warped frame are smoothed alike: a camera's blur and JPEG blocks matter less
-_COARSE_BLUR_SIGMA = 2.5  # smoothed more, a pose a few dozen pixels off still descends to the right place
 _MAX_ITERATIONS = 20
 _CONVERGED_PX = 0.05  # stop once an update moves no template corner further than this (template px)
 _MIN_INSIDE = 0.5  # of the template's pixels that must land inside the frame
 _MARGIN_PX = 24  # frame pixels around the projected outline that the warp may read
-_MAX_CORNER_MOVE_PX = 25.0  # an alignment moving a corner further than this went somewhere else...
-_MAX_COARSE_CORNER_MOVE_PX = 60.0  # ...unless it went there coarse to fine and ends as closely correlated
-_COARSE_TRY_MIN_CORRELATION = 0.9  # a one-level try correlating less met a hand or blur, not a far start: no second try
+_MAX_CORNER_MOVE_PX = 25.0  # an alignment moving a corner further than this went somewhere else
 _MAX_PAIR_DRIFT_PX = 1.0  # the pose's pairs' median reprojection error may grow by this much, no more
 _TEMPLATES_KEPT = 256  # templates kept per recognizer: the items camera streams keep finding
 
@@ -55,14 +52,11 @@ def make_patch(gray: np.ndarray) -> bytes:
 class Template:
     """A reference patch made ready for alignment: its pixels normalised, its steepest-descent images and Hessian."""
 
-    def __init__(self, patch: bytes, width: int, height: int, blur_sigma: float = _BLUR_SIGMA) -> None:
+    def __init__(self, patch: bytes, width: int, height: int) -> None:
         small = cv2.imdecode(np.frombuffer(patch, np.uint8), cv2.IMREAD_GRAYSCALE)
         if small is None:
             raise ValueError("unreadable reference patch")
-        self.blur_sigma = blur_sigma
-        self._source = (patch, width, height)
-        self._coarse: Template | None = None
-        image = cv2.GaussianBlur(small.astype(np.float32), (0, 0), blur_sigma)
+        image = cv2.GaussianBlur(small.astype(np.float32), (0, 0), _BLUR_SIGMA)
         h, w = image.shape
         self.size = (w, h)
         self.to_reference = np.diag([width / w, height / h, 1.0])
@@ -86,13 +80,6 @@ class Template:
         hessian = self.steepest.T.astype(np.float64) @ self.steepest.astype(np.float64)
         self.flat = np.linalg.cond(hessian) > 1e12  # a blank patch: nothing to align on
         self.inverse_hessian = None if self.flat else np.linalg.inv(hessian)
-
-    @property
-    def coarse(self) -> Template:
-        """The same patch smoothed more: the first level of a coarse-to-fine alignment, made when first needed."""
-        if self._coarse is None:
-            self._coarse = Template(*self._source, blur_sigma=_COARSE_BLUR_SIGMA)
-        return self._coarse
 
 
 class Templates:
@@ -176,7 +163,7 @@ def _sample(window: np.ndarray, warp: np.ndarray, template: Template) -> tuple[n
     unit deviation, and which of them lie inside the window; None when too few do."""
     w, h = template.size
     warped = cv2.warpPerspective(window, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=np.nan)
-    values = cv2.GaussianBlur(warped, (0, 0), template.blur_sigma).ravel()[template.pixels]
+    values = cv2.GaussianBlur(warped, (0, 0), _BLUR_SIGMA).ravel()[template.pixels]
     inside = np.isfinite(values)
     if inside.mean() < _MIN_INSIDE:
         return None
@@ -193,43 +180,16 @@ def aligned_pose(
 
     Sure means: the aligned pixels correlate at least `min_correlation` with the reference's, no
     corner moved more than _MAX_CORNER_MOVE_PX, and the keypoint pairs the pose rests on
-    (`src` reference and `dst` frame points) still agree with it. A pose too far off for that
-    (pairs bunched in a corner of the reference swing the far corners dozens of pixels) gets a
-    second try from the template smoothed more, then from where that leads at the usual
-    smoothing, which may move a corner up to _MAX_COARSE_CORNER_MOVE_PX. Only when the first try
-    still correlated closely: on a half-hidden or smeared object neither try succeeds, and the
-    second would only cost time.
+    (`src` reference and `dst` frame points) still agree with it.
     """
-    first = align(template, gray, H)
-    aligned = _sure(first, template, H, src, dst, min_correlation, _MAX_CORNER_MOVE_PX)
-    if aligned is not None:
-        return aligned
-    if first is None or first[1] < _COARSE_TRY_MIN_CORRELATION:
-        return H
-    coarse = align(template.coarse, gray, H)
-    if coarse is None:
-        return H
-    aligned = _sure(align(template, gray, coarse[0]), template, H, src, dst, min_correlation, _MAX_COARSE_CORNER_MOVE_PX)
-    return H if aligned is None else aligned
-
-
-def _sure(
-    found: tuple[np.ndarray, float] | None,
-    template: Template,
-    H: np.ndarray,
-    src: np.ndarray,
-    dst: np.ndarray,
-    min_correlation: float,
-    max_corner_move: float,
-) -> np.ndarray | None:
-    """The aligned pose `found` (from `align`) if it passes `aligned_pose`'s checks against H, else None."""
+    found = align(template, gray, H)
     if found is None or found[1] < min_correlation:
-        return None
+        return H
     aligned = found[0]
     before, _ = project(H, template.reference_corners)
     after, w = project(aligned, template.reference_corners)
-    if not np.all(w > 1e-6) or not np.linalg.norm(after - before, axis=1).max() <= max_corner_move:
-        return None
+    if not np.all(w > 1e-6) or not np.linalg.norm(after - before, axis=1).max() <= _MAX_CORNER_MOVE_PX:
+        return H
     if len(src) and not pair_error(aligned, src, dst) <= pair_error(H, src, dst) + _MAX_PAIR_DRIFT_PX:
-        return None
+        return H
     return aligned
