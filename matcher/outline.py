@@ -24,7 +24,8 @@ from matcher.verification import area_covered, pair_error, project, reference_co
 _SAMPLES_PER_SIDE = 24
 _END_MARGIN = 0.1  # share of a side left out at each end: corners are where two edges blur together
 _MIN_FOUND_SHARE = 0.4  # of a side's samples that must find an edge for the side to move (a hand or the frame's border may hide the rest)
-_MIN_EDGE_STRENGTH = 24.0  # intensity step (grey levels per px) that counts as an edge in a frame of full contrast
+_STEP_REACH = 4  # px each way over which an edge's step is measured: a 9 px motion blur spreads it over about that
+_MIN_EDGE_STEP = 48.0  # rise or fall (grey levels) across 2 x _STEP_REACH px that counts as an edge in a frame of full contrast
 _MAX_LINE_RESIDUAL_PX = 1.0  # RMS distance of a side's edge points from their fitted line
 _MAX_PAIR_DRIFT_PX = 1.0  # the pairs' median reprojection error may grow by this much, no more
 _WIDE_SEARCH_BELOW_COVER = 0.5  # pairs covering less of the reference than this: search wider first...
@@ -122,22 +123,33 @@ def _side_edges(gray: np.ndarray, H: np.ndarray, corners: np.ndarray, radius: fl
     if not whole.any():
         return None
     profile = cv2.remap(gray, xs, ys, cv2.INTER_LINEAR).astype(np.float32)
-    profile = cv2.GaussianBlur(profile, (3, 1), 0)  # along each profile only
-    step = np.abs(profile[:, 2:] - profile[:, :-2]) / 2.0  # central differences, at steps[1:-1]
-    rows = np.arange(len(step))
-    best = np.argmax(step, axis=1)
-    strength = step[rows, best]
-    # Sub-pixel position of the strongest step (a parabola through it and its neighbours).
+    # Where the edge is: the largest rise or fall across _STEP_REACH px each way. A motion-blurred
+    # or defocused edge spreads its step over several pixels, so its gradient at any one pixel is
+    # faint, but the whole step is as tall as when sharp; measured on a smoothed profile, the
+    # noise of a dark frame averages out as well.
+    smooth = cv2.GaussianBlur(profile, (5, 1), 0)  # along each profile only
+    reach = _STEP_REACH
+    wide = np.abs(smooth[:, 2 * reach :] - smooth[:, : -2 * reach])  # centred at steps[reach:-reach]
+    rows = np.arange(len(wide))
+    centre = np.argmax(wide, axis=1) + reach  # profile index
+    strength = wide[rows, centre - reach]
+    # Exactly where: the steepest pixel within that step (central differences of a lightly smoothed
+    # profile), with a parabola through it and its neighbours for the sub-pixel position.
+    fine = cv2.GaussianBlur(profile, (3, 1), 0)
+    step = np.abs(fine[:, 2:] - fine[:, :-2]) / 2.0  # central differences, at steps[1:-1]
+    near = np.abs(np.arange(step.shape[1])[None, :] + 1 - centre[:, None]) <= reach
+    best = np.argmax(np.where(near, step, -1.0), axis=1)
+    peak = step[rows, best]
     left = step[rows, np.maximum(best - 1, 0)]
     right = step[rows, np.minimum(best + 1, step.shape[1] - 1)]
-    curvature = left - 2.0 * strength + right
+    curvature = left - 2.0 * peak + right
     with np.errstate(divide="ignore", invalid="ignore"):
         shift = np.where(curvature < 0, 0.5 * (left - right) / curvature, 0.0)
     offset = steps[1:-1][best] + np.clip(shift, -0.5, 0.5)
     # A dim frame's edges are as weak as its contrast: the threshold scales with the profiles' span.
     span = float(profile[whole].max() - profile[whole].min())
-    threshold = _MIN_EDGE_STRENGTH * min(1.0, max(span, 48.0) / 192.0)
-    interior = (best > 0) & (best < step.shape[1] - 1)
+    threshold = _MIN_EDGE_STEP * min(1.0, max(span, 48.0) / 192.0)
+    interior = (centre > reach) & (centre < profile.shape[1] - reach - 1) & (best > 0) & (best < step.shape[1] - 1)
     usable = whole & interior & (strength >= threshold)
     points = on + offset[:, None] * normal
     return points.reshape(4, _SAMPLES_PER_SIDE, 2), usable.reshape(4, _SAMPLES_PER_SIDE)

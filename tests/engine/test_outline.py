@@ -79,3 +79,27 @@ def test_a_side_half_hidden_by_a_hand_still_outlines_the_card(frames: list[tuple
         covered.append((jpeg(image, 85), corners))
     found = errors(MatcherSettings(), covered)
     assert max(found) <= 2.0, f"corner errors {found}"
+
+
+def motion_blurred(image: np.ndarray, length: int, degrees: float) -> np.ndarray:
+    kernel = np.zeros((length, length), np.float32)
+    c, dx, dy = length // 2, np.cos(np.radians(degrees)) * length / 2, np.sin(np.radians(degrees)) * length / 2
+    cv2.line(kernel, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1.0, 1, cv2.LINE_AA)
+    return cv2.filter2D(image, -1, kernel / kernel.sum())
+
+
+def test_a_card_shot_moving_in_dim_light_is_outlined_on_its_blurred_edges(frames: list[tuple[bytes, np.ndarray]]) -> None:
+    """A camera moving in a dim room smears each edge over several pixels and buries it in noise:
+    no single pixel steps much, but the whole rise from table to card is still there."""
+    rng = np.random.default_rng(7)
+    shaken = []
+    for (data, corners), degrees in zip(frames, (20.0, 75.0, 140.0), strict=True):
+        image = motion_blurred(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), 7, degrees).astype(np.float32)
+        dim = image * 0.45 + rng.normal(0, 4.0, image.shape)
+        shaken.append((jpeg(np.clip(dim, 0, 255).astype(np.uint8), 60), corners))
+    # The snapping on its own: no alignment on the reference's pixels after it.
+    settings = dataclasses.replace(MatcherSettings(), align_below_coverage=0.0)
+    snapped = errors(settings, shaken)
+    extrapolated = errors(dataclasses.replace(settings, outline_search_px=0.0), shaken)
+    assert max(snapped) <= 3.0, f"corner errors {snapped}"
+    assert max(extrapolated) > 6.0, f"corner errors without snapping {extrapolated}"
