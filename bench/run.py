@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -323,6 +324,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-frames", type=int, nargs="*", help="baseline frames per level at each size")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("matplotlib") is None:  # checked now, not when the plots are drawn minutes later
+        parser.exit(2, "the benchmark draws its plots with matplotlib: .venv/bin/pip install -r bench/requirements.txt\n")
 
     cv2.setNumThreads(1)
     faiss.omp_set_num_threads(1)
