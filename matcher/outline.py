@@ -30,6 +30,7 @@ _MAX_LINE_RESIDUAL_PX = 1.0  # RMS distance of a side's edge points from their f
 _MAX_PAIR_DRIFT_PX = 1.0  # the pairs' median reprojection error may grow by this much, no more
 _WIDE_SEARCH_BELOW_COVER = 0.5  # pairs covering less of the reference than this: search wider first...
 _WIDE_SEARCH = 2.0  # ...this many times outline_search_px
+_BLEND_BELOW_COVER = 0.35  # pairs covering less than this: when the edges' own outline disagrees with them, fit both together
 
 
 def snap_outline(
@@ -45,17 +46,23 @@ def snap_outline(
         return H
     corners = reference_corners(width, height).astype(np.float64)
     drift = pair_error(H, src, dst) + _MAX_PAIR_DRIFT_PX
-    if area_covered(src, width, height) < _WIDE_SEARCH_BELOW_COVER:
+    covered = area_covered(src, width, height)
+    blend = covered < _BLEND_BELOW_COVER
+    if covered < _WIDE_SEARCH_BELOW_COVER:
         # Pairs on a small part of the reference: its far corners may lie further off than the
         # search reaches. A first, wider search brings the sides near; the second places them.
-        H = _snapped(gray, H, corners, _WIDE_SEARCH * radius, src, dst, drift)
-    return _snapped(gray, H, corners, radius, src, dst, drift)
+        H = _snapped(gray, H, corners, _WIDE_SEARCH * radius, src, dst, drift, blend)
+    return _snapped(gray, H, corners, radius, src, dst, drift, blend)
 
 
 def _snapped(
-    gray: np.ndarray, H: np.ndarray, corners: np.ndarray, radius: float, src: np.ndarray, dst: np.ndarray, drift: float
+    gray: np.ndarray, H: np.ndarray, corners: np.ndarray, radius: float, src: np.ndarray, dst: np.ndarray, drift: float, blend: bool
 ) -> np.ndarray:
-    """H with the sides found within `radius` px moved onto their edges, if the pairs' median error stays within `drift` px."""
+    """H with the sides found within `radius` px moved onto their edges, if the pairs' median error stays within `drift` px.
+
+    `blend`: when the outline of the edges' lines moves the pairs further than that, try a
+    homography fitted to the pairs and the edge points together (`_fitted_to_pairs_and_edges`).
+    """
     quad, w = project(H, corners)
     if not np.all(w > 1e-6) or not np.all(np.isfinite(quad)):
         return H
@@ -64,8 +71,10 @@ def _snapped(
         return H
     points, usable = found
     lines = []
+    on_line = np.zeros(4, bool)  # sides whose edge points lie on one line
     for side in range(4):
         line = _fit_line(points[side, usable[side]]) if usable[side].sum() >= _MIN_FOUND_SHARE * _SAMPLES_PER_SIDE else None
+        on_line[side] = line is not None
         if line is None:  # not found clearly: the homography's own line
             p, q = quad[side], quad[(side + 1) % 4]
             line = _cross((p[0], p[1], 1.0), (q[0], q[1], 1.0))
@@ -83,8 +92,40 @@ def _snapped(
     if fitted is None or not np.all(np.isfinite(fitted)):
         return H
     if not pair_error(fitted, src, dst) <= drift:  # also false when not finite
-        return H
+        if not blend:
+            return H
+        fitted = _fitted_to_pairs_and_edges(corners, points[on_line], usable[on_line], on_line, src, dst)
+        if fitted is None or not pair_error(fitted, src, dst) <= drift:
+            return H
+        if np.linalg.norm(project(fitted, corners)[0] - quad, axis=1).max() > 3.0 * radius:
+            return H
     return fitted / fitted[2, 2]
+
+
+def _fitted_to_pairs_and_edges(
+    corners: np.ndarray, points: np.ndarray, usable: np.ndarray, sides: np.ndarray, src: np.ndarray, dst: np.ndarray
+) -> np.ndarray | None:
+    """Least-squares homography through the (K, 2) pairs `src` -> `dst` and the edge points found.
+
+    The outline through four edge lines puts each corner where two lines cross, so a line a
+    pixel or two off (an edge smeared by motion blur, found on part of its side) moves the
+    corners enough to pull the pairs away, and that outline is refused. When the pairs pin down
+    little of the reference (a hand or another picture over the rest), the edges are the only
+    evidence for the far corners; fitted together with the pairs, each side's sample points
+    (reference) -> their edge points (frame) weigh in beside them instead of deciding alone.
+    `points` / `usable`: (S, N, 2) / (S, N) of the sides in `sides` (4,) bool whose points lie on a line.
+    """
+    if not usable.any():
+        return None
+    t = np.linspace(_END_MARGIN, 1.0 - _END_MARGIN, _SAMPLES_PER_SIDE)
+    starts, ends = corners, np.roll(corners, -1, axis=0)
+    along = (starts[:, None, :] + t[None, :, None] * (ends - starts)[:, None, :])[sides]
+    fitted, _ = cv2.findHomography(
+        np.vstack([src, along[usable]]).astype(np.float32), np.vstack([dst, points[usable]]).astype(np.float32), 0
+    )
+    if fitted is None or not np.all(np.isfinite(fitted)) or abs(fitted[2, 2]) < 1e-12:
+        return None
+    return fitted
 
 
 def _cross(a: np.ndarray | tuple[float, ...], b: np.ndarray | tuple[float, ...]) -> np.ndarray:
