@@ -42,14 +42,14 @@ def test_easy_frames_are_recognized_with_their_outline(recognizer: Recognizer, p
 
 def test_moderate_frames_keep_recall_and_corner_accuracy(recognizer: Recognizer, photos: Photos) -> None:
     recall, errors = _recall(recognizer, _frames(photos, "moderate", 30, seed=2))
-    assert recall >= 0.6, f"recall {recall:.2f}"  # floor under today's 0.67; the target is 0.97
+    assert recall >= 0.83, f"recall {recall:.2f}"  # floor: today's 27 of 30 less two frames; the target is 0.97
     assert statistics.median(errors) <= 3.0
 
 
 def test_hard_frames_are_sometimes_recognized_and_never_misplaced(recognizer: Recognizer, photos: Photos) -> None:
     frames = _frames(photos, "hard", 20, seed=3)
     recall, _ = _recall(recognizer, frames)
-    assert recall >= 0.15, f"recall {recall:.2f}"  # floor under today's 0.20; the target is 0.85
+    assert recall >= 0.25, f"recall {recall:.2f}"  # floor: today's 7 of 20 less two frames; the target is 0.85
     for frame in frames:
         for match in recognizer.recognize(COLLECTION, frame.data).matches:
             assert match.item == frame.placements[0].name
@@ -65,7 +65,7 @@ def test_several_objects_in_one_frame_are_all_found(recognizer: Recognizer, phot
             m = matches.get(placement.name)
             found += m is not None and corner_error(m.corners, placement.corners) <= TOLERANCE_PX
         assert set(matches) <= {p.name for p in frame.placements}
-    assert found / total >= 0.35, f"{found} of {total}"  # floor under today's 14 of 34
+    assert found / total >= 0.7, f"{found} of {total}"  # floor: today's 27 of 34 less three
 
 
 def test_frames_without_any_reference_return_nothing(recognizer: Recognizer, photos: Photos) -> None:
