@@ -94,7 +94,7 @@ def _snapped(
     if not pair_error(fitted, src, dst) <= drift:  # also false when not finite
         if not blend:
             return H
-        fitted = _fitted_to_pairs_and_edges(corners, points[on_line], usable[on_line], on_line, src, dst)
+        fitted = _fitted_to_pairs_and_edges(corners, points, usable & on_line[:, None], src, dst)
         if fitted is None or not pair_error(fitted, src, dst) <= drift:
             return H
         if np.linalg.norm(project(fitted, corners)[0] - quad, axis=1).max() > 3.0 * radius:
@@ -102,9 +102,7 @@ def _snapped(
     return fitted / fitted[2, 2]
 
 
-def _fitted_to_pairs_and_edges(
-    corners: np.ndarray, points: np.ndarray, usable: np.ndarray, sides: np.ndarray, src: np.ndarray, dst: np.ndarray
-) -> np.ndarray | None:
+def _fitted_to_pairs_and_edges(corners: np.ndarray, points: np.ndarray, found: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
     """Least-squares homography through the (K, 2) pairs `src` -> `dst` and the edge points found.
 
     The outline through four edge lines puts each corner where two lines cross, so a line a
@@ -113,15 +111,12 @@ def _fitted_to_pairs_and_edges(
     little of the reference (a hand or another picture over the rest), the edges are the only
     evidence for the far corners; fitted together with the pairs, each side's sample points
     (reference) -> their edge points (frame) weigh in beside them instead of deciding alone.
-    `points` / `usable`: (S, N, 2) / (S, N) of the sides in `sides` (4,) bool whose points lie on a line.
+    `points`: (4, S, 2) edge points of the sides (`_side_edges`); `found`: (4, S) bool, those to use.
     """
-    if not usable.any():
+    if not found.any():
         return None
-    t = np.linspace(_END_MARGIN, 1.0 - _END_MARGIN, _SAMPLES_PER_SIDE)
-    starts, ends = corners, np.roll(corners, -1, axis=0)
-    along = (starts[:, None, :] + t[None, :, None] * (ends - starts)[:, None, :])[sides]
     fitted, _ = cv2.findHomography(
-        np.vstack([src, along[usable]]).astype(np.float32), np.vstack([dst, points[usable]]).astype(np.float32), 0
+        np.vstack([src, _side_samples(corners)[found]]).astype(np.float32), np.vstack([dst, points[found]]).astype(np.float32), 0
     )
     if fitted is None or not np.all(np.isfinite(fitted)) or abs(fitted[2, 2]) < 1e-12:
         return None
@@ -136,12 +131,17 @@ def _cross(a: np.ndarray | tuple[float, ...], b: np.ndarray | tuple[float, ...])
     return np.array([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0])
 
 
+def _side_samples(corners: np.ndarray) -> np.ndarray:
+    """(4, S, 2): the points along each side of the (4, 2) outline where its edge is looked for."""
+    t = np.linspace(_END_MARGIN, 1.0 - _END_MARGIN, _SAMPLES_PER_SIDE)
+    direction = np.roll(corners, -1, axis=0) - corners
+    return corners[:, None, :] + t[None, :, None] * direction[:, None, :]
+
+
 def _side_edges(gray: np.ndarray, H: np.ndarray, corners: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray] | None:
     """Edge points across each side of the projected outline: (4, S, 2) positions and (4, S) bool usable."""
-    t = np.linspace(_END_MARGIN, 1.0 - _END_MARGIN, _SAMPLES_PER_SIDE)
-    starts, ends = corners, np.roll(corners, -1, axis=0)
-    direction = ends - starts
-    along = (starts[:, None, :] + t[None, :, None] * direction[:, None, :]).reshape(-1, 2)
+    direction = np.roll(corners, -1, axis=0) - corners
+    along = _side_samples(corners).reshape(-1, 2)
     # Each side's inward normal in reference pixels (corners run clockwise in image coordinates),
     # carried through H: the frame's normal is the difference of two projections.
     inward = np.stack([-direction[:, 1], direction[:, 0]], axis=1) / np.linalg.norm(direction, axis=1, keepdims=True)
