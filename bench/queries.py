@@ -78,18 +78,22 @@ def _noise(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.ndar
     return np.clip(image.astype(np.float32) + rng.normal(0, sigma, image.shape), 0, 255).astype(np.uint8)
 
 
-def _motion_blur(rng: np.random.Generator, image: np.ndarray, max_length: float) -> np.ndarray:
-    length = rng.uniform(1, max_length)
-    if length < 1.5:
-        return image
+def motion_blur(image: np.ndarray, length: float, angle: float) -> np.ndarray:
+    """`image` smeared along a `length` px streak at `angle` radians, as a camera moving while it exposes."""
     size = int(np.ceil(length)) | 1
     kernel = np.zeros((size, size), np.float32)
     c = size // 2
-    angle = rng.uniform(0, np.pi)
     dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
     cv2.line(kernel, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1.0, 1, cv2.LINE_AA)
     kernel /= kernel.sum()
     return cv2.filter2D(image, -1, kernel)
+
+
+def _motion_blur(rng: np.random.Generator, image: np.ndarray, max_length: float) -> np.ndarray:
+    length = rng.uniform(1, max_length)
+    if length < 1.5:
+        return image
+    return motion_blur(image, length, rng.uniform(0, np.pi))
 
 
 def _occlude(rng: np.random.Generator, frame: np.ndarray, corners: np.ndarray, ref_w: int, ref_h: int, cover: np.ndarray, fraction: float) -> np.ndarray:

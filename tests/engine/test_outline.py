@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.queries import motion_blur
 from bench.scenes import corner_error, fit_background, jpeg, paste
 from matcher.model import Reference
 from matcher.recognizer import Recognizer, describe_reference_image
@@ -81,19 +82,12 @@ def test_a_side_half_hidden_by_a_hand_still_outlines_the_card(frames: list[tuple
     assert max(found) <= 2.0, f"corner errors {found}"
 
 
-def motion_blurred(image: np.ndarray, length: int, degrees: float) -> np.ndarray:
-    kernel = np.zeros((length, length), np.float32)
-    c, dx, dy = length // 2, np.cos(np.radians(degrees)) * length / 2, np.sin(np.radians(degrees)) * length / 2
-    cv2.line(kernel, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1.0, 1, cv2.LINE_AA)
-    return cv2.filter2D(image, -1, kernel / kernel.sum())
-
-
 def shaken(frames: list[tuple[bytes, np.ndarray]], length: int, gain: float, noise: float, quality: int) -> list[tuple[bytes, np.ndarray]]:
     """The card frames shot by a moving camera (a `length` px streak, each its own way) in dimmer light."""
     rng = np.random.default_rng(7)
     out = []
     for (data, corners), degrees in zip(frames, (20.0, 75.0, 140.0), strict=True):
-        image = motion_blurred(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), length, degrees).astype(np.float32)
+        image = motion_blur(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), length, np.radians(degrees)).astype(np.float32)
         dim = image * gain + rng.normal(0, noise, image.shape)
         out.append((jpeg(np.clip(dim, 0, 255).astype(np.uint8), quality), corners))
     return out
