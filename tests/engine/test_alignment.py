@@ -24,32 +24,38 @@ PRINT_CORNERS = [
 ]
 
 
-def landscape_print() -> np.ndarray:
+def landscape_print(ground_rows: int = 100, sky_rows: int = 300) -> np.ndarray:
     """A print like a landscape photo: detail along the bottom (rocks, a shore), above it a sky whose
     clouds are broad soft shapes, with no corner for a keypoint detector."""
-    ground = cv2.resize(photo("coffee.png"), (400, 100), interpolation=cv2.INTER_AREA)
-    sky = cv2.resize(photo("chelsea.png"), (400, 300), interpolation=cv2.INTER_AREA)
+    ground = cv2.resize(photo("coffee.png"), (400, ground_rows), interpolation=cv2.INTER_AREA)
+    sky = cv2.resize(photo("chelsea.png"), (400, sky_rows), interpolation=cv2.INTER_AREA)
     sky = cv2.GaussianBlur(sky, (0, 0), 16).astype(np.float32)
     sky = np.clip((sky - sky.mean()) * 1.6 + 170, 0, 255).astype(np.uint8)
     return np.vstack([sky, ground])
 
 
-@pytest.fixture(scope="module")
-def frames() -> list[tuple[bytes, np.ndarray]]:
+def camera_frames(picture: np.ndarray, views: list[np.ndarray]) -> list[tuple[bytes, np.ndarray]]:
+    """JPEG frames of `picture` seen at each of the (4, 2) corner sets `views`, slightly blurred and noisy."""
     # A backdrop as soft as the sky, so that no sharp edge shows where the print ends.
     background = fit_background(cv2.GaussianBlur(photo("chelsea.png"), (0, 0), 12))
     rng = np.random.default_rng(3)
     out = []
-    for corners in PRINT_CORNERS:
-        image = paste(background, landscape_print(), corners).astype(np.float32)
+    for corners in views:
+        image = paste(background, picture, corners).astype(np.float32)
         image = cv2.GaussianBlur(image, (0, 0), 1.0) + rng.normal(0, 2.0, background.shape)
         out.append((jpeg(np.clip(image, 0, 255).astype(np.uint8), 70), corners))
     return out
 
 
-def errors(settings: MatcherSettings, frames: list[tuple[bytes, np.ndarray]], patch: bool = True) -> list[float]:
+@pytest.fixture(scope="module")
+def frames() -> list[tuple[bytes, np.ndarray]]:
+    return camera_frames(landscape_print(), PRINT_CORNERS)
+
+
+def errors(settings: MatcherSettings, frames: list[tuple[bytes, np.ndarray]], patch: bool = True, picture: np.ndarray | None = None) -> list[float]:
     engine = Recognizer(settings)
-    features = describe_reference_image(jpeg(landscape_print(), 95), settings).features
+    picture = landscape_print() if picture is None else picture
+    features = describe_reference_image(jpeg(picture, 95), settings).features
     if not patch:
         features = dataclasses.replace(features, patch=None)
     engine.load("prints", [Reference("print", "Print", {}, features)])
@@ -67,6 +73,18 @@ def test_a_print_whose_sky_has_no_keypoints_is_placed_by_its_pixels(frames: list
     assert max(aligned) <= 2.0, f"corner errors {aligned}"
     # The case alignment is for: without it the sky's corners are only extrapolated from the ground's pairs.
     assert max(extrapolated) > 4.0, f"corner errors without alignment {extrapolated}"
+
+
+def test_corners_extrapolated_tens_of_pixels_off_are_drawn_in() -> None:
+    # Keypoints only along the bottom sixth: the sky's corners, extrapolated from them, land some 70 px
+    # off. The full copy's detail catches an alignment started that far off; the coarse copy's broad
+    # shapes draw it in first.
+    picture = landscape_print(ground_rows=60, sky_rows=300)
+    far_off = camera_frames(picture, [np.array([[140, 60], [490, 90], [460, 440], [110, 400]], np.float64)])
+    aligned = errors(MatcherSettings(), far_off, picture=picture)
+    extrapolated = errors(dataclasses.replace(MatcherSettings(), align_below_coverage=0.0), far_off, picture=picture)
+    assert min(extrapolated) > 25.0, f"corner errors without alignment {extrapolated}"
+    assert max(aligned) <= 2.5, f"corner errors {aligned}"
 
 
 def test_references_stored_without_a_patch_are_recognized_as_before(frames: list[tuple[bytes, np.ndarray]]) -> None:
