@@ -12,10 +12,10 @@ one warp of the frame into the template's grid and one 8-column product. It
 runs coarse to fine: first on a 40-px copy against the frame blurred to match,
 whose broad shapes draw in corners tens of pixels off, then on the 120-px copy,
 whose detail places them to a pixel but would catch on the wrong detail from
-that far. Both sides are normalised to zero mean and unit deviation, so light and contrast
-do not matter, and the result is kept only where the aligned pixels correlate
-closely (zero-mean normalised cross-correlation), which a pose on a hand over
-the object or on the wrong object does not reach.
+that far. Both sides are normalised to zero mean and unit deviation, so light
+and contrast do not matter, and the result is kept only where the aligned
+pixels correlate closely (zero-mean normalised cross-correlation), which a pose
+on a hand over the object or on the wrong object does not reach.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ class _Level:
             np.stack([gx * x, gy * x, gx * y, gy * y, gx, gy, -gx * x * x - gy * x * y, -gx * x * y - gy * y * y], 1) / deviation
         ).astype(np.float32)
         hessian = self.steepest.T.astype(np.float64) @ self.steepest.astype(np.float64)
-        self.flat = np.linalg.cond(hessian) > 1e12  # a blank patch: nothing to align on
-        self.inverse_hessian = None if self.flat else np.linalg.inv(hessian)
+        flat = np.linalg.cond(hessian) > 1e12  # a blank patch: nothing to align on
+        self.inverse_hessian = None if flat else np.linalg.inv(hessian)
 
 
 class Template:
