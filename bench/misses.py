@@ -54,7 +54,7 @@ def variant(settings: MatcherSettings, text: str) -> MatcherSettings:
         if not hasattr(settings, name):
             raise SystemExit(f"no setting {name!r}")
         kind = type(getattr(settings, name))
-        changes[name] = kind(value) if kind is not list else [float(v) for v in value.split(";")]
+        changes[name] = kind(float(v) for v in value.split(";")) if kind in (list, tuple) else kind(value)
     return dataclasses.replace(settings, **changes)
 
 
