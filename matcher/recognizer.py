@@ -1,6 +1,7 @@
 """The engine: a frame's bytes in, the references it shows out.
 
-decode -> features -> index shortlist -> geometric verification -> result.
+decode -> features -> index shortlist -> geometric verification -> pose on the pixels -> appearance check
+-> result.
 No I/O here: the worker feeds references in and frames through.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from matcher.alignment import Templates, aligned_pose, make_patch
+from matcher.appearance import agreeing_share
 from matcher.decode import DecodedImage, decode_image
 from matcher.features import describe_frame, describe_reference, reference_quality
 from matcher.index import DescriptorIndex, InvertedFileIndex, match_descriptors, rematched
@@ -171,6 +173,8 @@ class Recognizer:
         verified = verify(frame, reference, candidate, self.settings)
         if verified is not None:
             H = self._placed(image, verified, reference)
+            if not self._looks_like(image, reference, H):
+                return
             points = inlier_points(frame, reference, candidate, H, self.settings) if with_inliers else None
             result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, points, verified.coverage))
 
@@ -193,6 +197,18 @@ class Recognizer:
         if template is None:
             return H
         return aligned_pose(template, image.gray, H, verified.reference_points, verified.frame_points, self.settings.align_min_correlation)
+
+    def _looks_like(self, image: DecodedImage, reference: Reference, H: np.ndarray) -> bool:
+        """Whether the frame looks like the reference wherever the pose H puts it (matcher/appearance.py):
+        a look-alike sharing only a title or a logo with what the frame shows does not."""
+        features = reference.features
+        if self.settings.min_agreeing_cells <= 0 or features.patch is None:
+            return True
+        template = self._templates.get(reference.item, features.patch, features.width, features.height)
+        if template is None:
+            return True
+        share = agreeing_share(template, image.gray, H)
+        return share is None or share >= self.settings.min_agreeing_cells
 
     def find_items(self, collection: str, image: DecodedImage, frame: Features, items: Iterable[str]) -> FrameResult:
         """Look for the given items only in a described frame: no search of the whole collection.
@@ -217,7 +233,8 @@ class Recognizer:
             verified = verify(frame, reference, candidate, self.settings)
             if verified is not None:
                 H = self._placed(image, verified, reference)
-                result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, coverage=verified.coverage))
+                if self._looks_like(image, reference, H):
+                    result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, coverage=verified.coverage))
             verifying += time.perf_counter() - matched
         result.matches.sort(key=lambda m: -m.score)
         result.timing = _milliseconds(search=searching, verify=verifying)

@@ -108,6 +108,10 @@ class MatcherSettings:
     extrapolated) is aligned on the reference's pixels (matcher/alignment.py); 0: never."""
     align_min_correlation: float = 0.95
     """The aligned pose is kept only if the frame's pixels then correlate this closely with the reference's."""
+    min_agreeing_cells: float = 0.3
+    """A found item is reported only if, of its reference's textured cells (a 4x4 grid on its 120-px copy) that the
+    pose puts in the frame, at least this share correlate with the frame's pixels there (matcher/appearance.py):
+    a look-alike sharing one title or logo with what the frame shows agrees in those cells only. 0: no check."""
 
     # Tracking between recognitions (camera streams)
     recognize_every: int = 9
