@@ -7,7 +7,7 @@ Takes the benchmark's 100 query targets and its moderate and hard frames (seed 7
 each frame descriptor is paired with its nearest reference descriptor when it passes
 Lowe's ratio test (0.8), and the pairs that the true pose explains within RANSAC's
 threshold (5 px) are counted. The engine's verification keeps a pose on its own from
-`min_inliers` (14) such pairs, and from `min_seed_inliers` (8) only with many guided pairs
+`min_inliers` (12) such pairs, and from `min_seed_inliers` (8) only with many guided pairs
 besides; with fewer than 8 it never finds the object, whatever the search does. So the
 share of frames with 8 or more bounds the recall of an engine that pairs that feature's
 descriptors this way, and the time is what the feature costs per frame.

@@ -80,7 +80,7 @@ class MatcherSettings:
     horizon's ridges) can outnumber the right ones and all turn alike."""
     ransac_reprojection_px: float = 5.0
     """RANSAC inlier threshold in frame pixels (at the working resolution)."""
-    min_inliers: int = 14
+    min_inliers: int = 12
     """Fewer RANSAC inliers than this and a candidate is rejected."""
     min_inlier_ratio: float = 0.45
     """Inliers over the candidate's tentative matches that pass the rotation check must reach this."""

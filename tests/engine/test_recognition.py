@@ -42,14 +42,14 @@ def test_easy_frames_are_recognized_with_their_outline(recognizer: Recognizer, p
 
 def test_moderate_frames_keep_recall_and_corner_accuracy(recognizer: Recognizer, photos: Photos) -> None:
     recall, errors = _recall(recognizer, _frames(photos, "moderate", 30, seed=2))
-    assert recall >= 0.83, f"recall {recall:.2f}"  # floor: today's 27 of 30 less two frames; the target is 0.97
+    assert recall >= 0.86, f"recall {recall:.2f}"  # floor: today's 28 of 30 less two frames; the target is 0.97
     assert statistics.median(errors) <= 3.0
 
 
 def test_hard_frames_are_sometimes_recognized_and_never_misplaced(recognizer: Recognizer, photos: Photos) -> None:
     frames = _frames(photos, "hard", 20, seed=3)
     recall, _ = _recall(recognizer, frames)
-    assert recall >= 0.25, f"recall {recall:.2f}"  # floor: today's 7 of 20 less two frames; the target is 0.85
+    assert recall >= 0.3, f"recall {recall:.2f}"  # floor: today's 8 of 20 less two frames; the target is 0.85
     for frame in frames:
         for match in recognizer.recognize(COLLECTION, frame.data).matches:
             assert match.item == frame.placements[0].name
