@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, outcomes in zip((label for label, _ in variants), in_turn(recognizer, variants, every_level + dim), strict=True):
         ms = [o.ms for o in outcomes if o.level != queries.DIM]
         false_positives = 100.0 * float(np.mean([o.false_items > 0 for o in outcomes if o.level == "distractors"]))
-        rows.append((label, recall(outcomes), false_positives, float(np.median(ms)), float(np.percentile(ms, 95))))
+        wrong = sum(o.false_items for o in outcomes if o.level not in ("distractors", queries.DIM))
+        rows.append((label, recall(outcomes), false_positives, wrong, float(np.median(ms)), float(np.percentile(ms, 95))))
         print(rows[-1], flush=True)
 
     lines = [
@@ -178,16 +179,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(dim)} more frames of the diagnostic level `{queries.DIM}` (bench/queries.py: moderate frames in a room "
         "too dark for the camera, seed 8), which only this table shows. The variants take turns frame by frame (each "
         "frame goes through every variant, in rotating order, before the next), so the machine's drift during the "
-        "run weighs on all of them alike:",
+        "run weighs on all of them alike. Wrong items: items returned that the frame did not show, on the frames "
+        "showing references (look-alikes of what they show):",
         "",
-        "| settings | " + " | ".join(LEVELS) + " | false positives | p50 / p95 ms |",
-        "| --- | " + " | ".join("---" for _ in LEVELS) + " | --- | --- |",
+        "| settings | " + " | ".join(LEVELS) + " | false positives | wrong items | p50 / p95 ms |",
+        "| --- | " + " | ".join("---" for _ in LEVELS) + " | --- | --- | --- |",
     ]
-    for label, hits, false_positives, p50, p95 in rows:
+    for label, hits, false_positives, wrong, p50, p95 in rows:
         lines.append(
             f"| {label} | "
             + " | ".join(f"{hits.get(level, float('nan')):.1f} %" for level in LEVELS)
-            + f" | {false_positives:.1f} % | {p50:.1f} / {p95:.1f} |"
+            + f" | {false_positives:.1f} % | {wrong} | {p50:.1f} / {p95:.1f} |"
         )
     publish(lines, args.output)
     return 0
