@@ -18,12 +18,11 @@ import sys
 from pathlib import Path
 
 import cv2
-import faiss
 
 from bench import dataset, queries
-from bench.misses import variant
+from bench.misses import add_variants_option, as_flags, variant
 from bench.report import publish
-from bench.run import COLLECTION, RESULTS, prepare_collection
+from bench.run import COLLECTION, RESULTS, one_thread, prepare_collection
 from matcher.recognizer import Recognizer
 from matcher.settings import MatcherSettings
 
@@ -34,18 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.false_positives", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000])
     parser.add_argument("--frames", type=int, default=2_000)
-    parser.add_argument("--set", dest="variants", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]")
+    add_variants_option(parser)
     parser.add_argument("--output", type=Path, default=RESULTS / "false_positives.md")
     args = parser.parse_args(argv)
-    cv2.setNumThreads(1)
-    faiss.omp_set_num_threads(1)
+    one_thread()
     settings = MatcherSettings()
     backgrounds = [cv2.imread(p, cv2.IMREAD_COLOR) for p in dataset.background_paths()]
     lines = [
         "# False positives on many distractor frames",
         "",
         f"`PYTHONPATH=. .venv/bin/python -m bench.false_positives --sizes {' '.join(map(str, args.sizes))} --frames {args.frames}"
-        + "".join(f" --set {v}" for v in args.variants)
+        + as_flags(args.variants)
         + f"`: {args.frames:,} distractor frames (seed {SEED}), no reference in any of them. Target: at most 0.2 % at 10,000 references.",
         "",
         "| references | settings | frames returning an item | rate | items returned (inliers) |",

@@ -27,13 +27,12 @@ import sys
 from pathlib import Path
 
 import cv2
-import faiss
 import numpy as np
 
 from bench import dataset, queries
 from bench.queries import Frame
 from bench.report import publish
-from bench.run import COLLECTION, CORNER_TOLERANCE_PX, RESULTS, Outcome, prepare_collection, run_ours
+from bench.run import COLLECTION, CORNER_TOLERANCE_PX, RESULTS, Outcome, one_thread, prepare_collection, run_ours
 from bench.scenes import corner_error, on_true_pose
 from matcher.decode import decode_image
 from matcher.features import describe_frame
@@ -44,6 +43,16 @@ from matcher.settings import MatcherSettings
 
 LEVELS = ("moderate", "hard", "several", queries.DIM)
 SORTED_LEVELS = ("moderate", "hard")  # the one-object levels with targets: each frame sorted into MISS_KINDS
+
+
+def add_variants_option(parser: argparse.ArgumentParser) -> None:
+    """`--set NAME=VALUE[,NAME=VALUE]`, repeatable: settings variants to run next to the defaults (`variant`)."""
+    parser.add_argument("--set", dest="variants", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]")
+
+
+def as_flags(variants: list[str]) -> str:
+    """The `--set` flags that run `variants` again, for a table's command line."""
+    return "".join(f" --set {v}" for v in variants)
 
 
 def variant(settings: MatcherSettings, text: str) -> MatcherSettings:
@@ -133,11 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.misses", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=10_000)
     parser.add_argument("--frames", type=int, default=200, help="frames per level (200, as the full benchmark)")
-    parser.add_argument("--set", dest="variants", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]")
+    add_variants_option(parser)
     parser.add_argument("--output", type=Path, default=RESULTS / "misses.md")
     args = parser.parse_args(argv)
-    cv2.setNumThreads(1)
-    faiss.omp_set_num_threads(1)
+    one_thread()
     settings = MatcherSettings()
     collection, _, _ = prepare_collection(args.size, settings)
     backgrounds = [cv2.imread(p, cv2.IMREAD_COLOR) for p in dataset.background_paths()]
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Where recognition misses",
         "",
         f"`PYTHONPATH=. .venv/bin/python -m bench.misses --size {args.size}"
-        + "".join(f" --set {v}" for v in args.variants)
+        + as_flags(args.variants)
         + f"`: {len(collection.specs):,} references, the benchmark's frames (seed 7, {args.frames} per level).",
         "",
         "Each frame of a one-object level, by what became of it (a frame counts once, in the first that fits):",

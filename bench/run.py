@@ -144,9 +144,14 @@ def summarize(outcomes: list[Outcome]) -> dict:
     return summary
 
 
-def _pool_worker(recognizer: Recognizer, frames: list[Frame], start, results) -> None:
+def one_thread() -> None:
+    """OpenCV and FAISS on one thread each: a worker's own latency, not the machine's cores'."""
     cv2.setNumThreads(1)
     faiss.omp_set_num_threads(1)
+
+
+def _pool_worker(recognizer: Recognizer, frames: list[Frame], start, results) -> None:
+    one_thread()
     start.wait()
     for frame in frames:
         recognizer.recognize(COLLECTION, frame.data)
@@ -327,8 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     if importlib.util.find_spec("matplotlib") is None:  # checked now, not when the plots are drawn minutes later
         parser.exit(2, "the benchmark draws its plots with matplotlib: .venv/bin/pip install -r bench/requirements.txt\n")
 
-    cv2.setNumThreads(1)
-    faiss.omp_set_num_threads(1)
+    one_thread()
     settings = MatcherSettings()
     if args.quick:
         sizes = args.sizes or [100, 1000]
