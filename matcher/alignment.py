@@ -34,8 +34,6 @@ PATCH_JPEG_QUALITY = 75
 COARSE_SIDE = 40
 """Longer side (px) of the copy shrunk further that a first, coarse alignment works on: only the
 broad shapes left, it is drawn in from tens of pixels off, where the 120-px copy is caught by detail."""
-CELLS = 4
-"""The copy is judged on CELLS x CELLS cells when a found pose is checked against the frame (matcher/appearance.py)."""
 _BLUR_SIGMA = 1.0  # both template and warped frame are smoothed alike: a camera's blur and JPEG blocks matter less
 _MAX_ITERATIONS = 20
 _CONVERGED_PX = 0.05  # stop once an update moves no template corner further than this (template px)
@@ -96,10 +94,6 @@ class Template:
             raise ValueError("unreadable reference patch")
         self.reference_corners = reference_corners(width, height)
         self.fine = Level(small, width, height)
-        w, h = self.fine.size
-        rows, columns = np.divmod(self.fine.pixels, w)
-        self.fine_cells = (rows * CELLS // h) * CELLS + columns * CELLS // w
-        """Which of CELLS x CELLS cells each of the fine level's pixels is in (matcher/appearance.py judges per cell)."""
         h, w = small.shape
         scale = COARSE_SIDE / max(h, w)
         coarse = cv2.resize(small, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
@@ -157,7 +151,7 @@ def _aligned_level(level: Level, gray: np.ndarray, H: np.ndarray, smoothed: bool
     cut = frame_window(level, gray, H, smoothed)
     if cut is None:
         return None
-    window, to_window = cut
+    window, to_window, _ = cut
     warp = to_window @ H @ level.to_reference  # template pixels -> window pixels
     for _ in range(_MAX_ITERATIONS):
         sampled = sample(window, warp, level)
@@ -187,11 +181,12 @@ def _aligned_level(level: Level, gray: np.ndarray, H: np.ndarray, smoothed: bool
     return aligned / aligned[2, 2], correlation
 
 
-def frame_window(level: Level, gray: np.ndarray, H: np.ndarray, smoothed: bool) -> tuple[np.ndarray, np.ndarray] | None:
+def frame_window(level: Level, gray: np.ndarray, H: np.ndarray, smoothed: bool) -> tuple[np.ndarray, np.ndarray, float] | None:
     """The float32 part of the frame around where H (reference pixels -> frame pixels) puts the level's
-    outline, with a margin, and the 3x3 shift from frame to window pixels; None when H puts it out of the
-    frame or at infinity. `smoothed`: blurred to the level's scale (frame pixels per template pixel), so
-    that sampling it on the level's grid does not alias."""
+    outline, with a margin; the 3x3 shift from frame to window pixels; and how many frame pixels one of
+    the level's pixels spans there (mean along the outline). None when H puts the outline out of the frame
+    or at infinity. `smoothed`: the window blurred to that scale, so that sampling it on the level's grid
+    does not alias."""
     outline = cv2.perspectiveTransform(level.corners[None], H @ level.to_reference)[0]
     if not np.all(np.isfinite(outline)):
         return None
@@ -201,18 +196,11 @@ def frame_window(level: Level, gray: np.ndarray, H: np.ndarray, smoothed: bool) 
     if x1 - x0 < 8 or y1 - y0 < 8:
         return None
     window = gray[y0:y1, x0:x1].astype(np.float32)
-    if smoothed:
-        per_pixel = frame_pixels_per_template_pixel(level, H)
-        if per_pixel > 1.5:
-            window = cv2.GaussianBlur(window, (0, 0), per_pixel / 2.0)
-    return window, np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]])
-
-
-def frame_pixels_per_template_pixel(level: Level, H: np.ndarray) -> float:
-    """How many frame pixels one of the level's pixels spans under H, on average along the outline."""
-    outline = cv2.perspectiveTransform(level.corners[None], H @ level.to_reference)[0]
     sides = np.linalg.norm(np.roll(outline, -1, axis=0) - outline, axis=1)
-    return float(sides.sum()) / float(2 * sum(level.size))
+    per_pixel = float(sides.sum()) / float(2 * sum(level.size))
+    if smoothed and per_pixel > 1.5:
+        window = cv2.GaussianBlur(window, (0, 0), per_pixel / 2.0)
+    return window, np.array([[1.0, 0.0, -x0], [0.0, 1.0, -y0], [0.0, 0.0, 1.0]]), per_pixel
 
 
 def sample(window: np.ndarray, warp: np.ndarray, level: Level, min_inside: float = _MIN_INSIDE) -> tuple[np.ndarray, np.ndarray] | None:
@@ -222,7 +210,7 @@ def sample(window: np.ndarray, warp: np.ndarray, level: Level, min_inside: float
     warped = cv2.warpPerspective(window, warp, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderValue=np.nan)
     values = cv2.GaussianBlur(warped, (0, 0), _BLUR_SIGMA).ravel()[level.pixels]
     inside = np.isfinite(values)
-    if inside.mean() < min_inside or not inside.any():
+    if inside.mean() < min_inside:
         return None
     seen = values[inside]
     normalised = np.zeros_like(values)

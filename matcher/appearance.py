@@ -19,7 +19,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from matcher.alignment import CELLS, Template, frame_pixels_per_template_pixel, frame_window, sample
+from matcher.alignment import Template, frame_window, sample
+
+CELLS = 4
+"""The reference's copy is judged on CELLS x CELLS cells."""
 
 _AGREEING_CORRELATION = 0.5  # a cell agrees when its pixels correlate at least this closely (zero-mean, normalised)
 _MIN_CELL_PIXELS = 20  # of a cell's pixels in the frame for it to be judged
@@ -38,17 +41,19 @@ def agreeing_share(template: Template, gray: np.ndarray, H: np.ndarray) -> float
     cut = frame_window(level, gray, H, smoothed=False)
     if cut is None:
         return None
-    window, to_window = cut
-    # Shrunk to about the copy's own scale: averaging pixels smooths noise as a blur would, for less.
-    shrink = 1.0 / max(1.0, frame_pixels_per_template_pixel(level, H))
-    if shrink < 1.0:
-        window = cv2.resize(window, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
-        to_window = np.diag([window.shape[1] / cut[0].shape[1], window.shape[0] / cut[0].shape[0], 1.0]) @ to_window
+    window, to_window, per_pixel = cut
+    if per_pixel > 1.0:
+        # Shrunk to about the copy's own scale: averaging pixels smooths noise as a blur would, for less.
+        shrunk = cv2.resize(window, None, fx=1.0 / per_pixel, fy=1.0 / per_pixel, interpolation=cv2.INTER_AREA)
+        to_window = np.diag([shrunk.shape[1] / window.shape[1], shrunk.shape[0] / window.shape[0], 1.0]) @ to_window
+        window = shrunk
     sampled = sample(window, to_window @ H @ level.to_reference, level, _MIN_IN_FRAME)
     if sampled is None:
         return None
     values, inside = sampled
-    cells = template.fine_cells[inside]
+    w, h = level.size
+    rows, columns = np.divmod(level.pixels[inside], w)
+    cells = (rows * CELLS // h) * CELLS + columns * CELLS // w
     seen, reference = values[inside].astype(np.float64), level.values[inside].astype(np.float64)
 
     def per_cell(weights: np.ndarray) -> np.ndarray:
