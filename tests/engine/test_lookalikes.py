@@ -7,6 +7,7 @@ still let the right one reach verification.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import cv2
 import numpy as np
@@ -21,6 +22,12 @@ from tests.engine.conftest import Photos
 BASES = ("astronaut", "chelsea", "coffee", "motorcycle_left")
 STRIPS = ("rocket", "camera", "coins", "page", "hubble_deep_field", "retina", "color", "text")
 STRIP_SHARE = 0.1  # of the width: all that tells one family member from another
+
+
+@functools.cache
+def _every_photo() -> dict[str, np.ndarray]:
+    """Every sample photo by name, usable as a reference or not (read once for all the tests here)."""
+    return {path.stem: cv2.imread(str(path), cv2.IMREAD_COLOR) for path in sources.skimage_photos()}
 
 
 def _family(base: np.ndarray, strips: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -38,7 +45,7 @@ def _family(base: np.ndarray, strips: dict[str, np.ndarray]) -> dict[str, np.nda
 def _recall(photos: Photos, settings: MatcherSettings) -> tuple[float, int]:
     """Recall@1 over every family's frames, and how many frames reported more than one item."""
     # Strips may be poor references on their own (a colour chart): any sample photo will do.
-    images = {path.stem: cv2.imread(str(path), cv2.IMREAD_COLOR) for path in sources.skimage_photos()}
+    images = _every_photo()
     found = shown = crowded = 0
     for base in BASES:
         family = _family(images[base], {f"{base}+{s}": images[s] for s in STRIPS})
@@ -91,7 +98,7 @@ def _sharing_a_corner(shown: np.ndarray, other: np.ndarray, share: float) -> tup
 def test_a_reference_sharing_only_a_detail_with_the_picture_shown_is_not_reported(photos: Photos, settings: MatcherSettings) -> None:
     """Keypoint pairs verify both references on the shared detail; the appearance check (the pose puts
     the sharing reference's own picture over the frame, where it is not) removes the wrong one."""
-    images = {path.stem: cv2.imread(str(path), cv2.IMREAD_COLOR) for path in sources.skimage_photos()}
+    images = _every_photo()
     counts = {}
     for check in (settings.min_agreeing_cells, 0.0):
         variant = dataclasses.replace(settings, min_agreeing_cells=check)
