@@ -93,6 +93,12 @@ def corner_error(found: list[list[float]], truth: np.ndarray) -> float:
     return float(np.max(np.linalg.norm(np.asarray(found, np.float64) - truth, axis=1)))
 
 
+def true_pose(width: int, height: int, corners: np.ndarray) -> np.ndarray:
+    """(3, 3) homography putting a `width` x `height` reference's outline on `corners` (Placement.corners)."""
+    outline = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    return cv2.getPerspectiveTransform(outline, np.asarray(corners, np.float32))
+
+
 def on_true_pose(reference_points: np.ndarray, frame_points: np.ndarray, width: int, height: int, corners: np.ndarray, px: float) -> np.ndarray:
     """(N,) bool: which pairs of (N, 2) reference and frame points the true pose explains within `px`.
 
@@ -101,7 +107,6 @@ def on_true_pose(reference_points: np.ndarray, frame_points: np.ndarray, width: 
     """
     if len(reference_points) == 0:
         return np.zeros(0, bool)
-    outline = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
-    H = cv2.getPerspectiveTransform(outline, np.asarray(corners, np.float32))
+    H = true_pose(width, height, corners)
     projected = cv2.perspectiveTransform(np.asarray(reference_points, np.float32).reshape(-1, 1, 2), H).reshape(-1, 2)
     return np.linalg.norm(projected - np.asarray(frame_points, np.float32), axis=1) <= px
