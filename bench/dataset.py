@@ -300,6 +300,8 @@ def _spec_from_json(s: dict) -> ReferenceSpec:
 def _save_chunk(path: Path, rows: list[Described], with_baseline: bool) -> None:
     kept = [r for r in rows if r.features is not None]
     empty_points, empty_descriptors = np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8)
+    if not with_baseline:  # past BASELINE_CANDIDATES the rows hold no baseline descriptors at all
+        kept = [dataclasses.replace(r, baseline_points=empty_points, baseline=empty_descriptors) for r in kept]
     np.savez(
         path.with_suffix(".npz"),
         lengths=np.array([len(r.features) for r in kept], np.int64),  # type: ignore[arg-type]
