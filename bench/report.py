@@ -30,37 +30,43 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f} %"
 
 
+def _judged_size(sizes: dict) -> str:
+    """The collection size the targets are judged at: 10,000 references, where they are set (a run
+    with --with-100k shows 100,000 in the other tables), else the largest run."""
+    return "10000" if "10000" in sizes else max(sizes, key=int)
+
+
 def _targets(report: dict) -> list[tuple[str, str, str, bool | None]]:
     sizes = report["sizes"]
-    largest = max(sizes, key=int)
-    e = sizes[largest]
+    judged = _judged_size(sizes)
+    e = sizes[judged]
     o = e["ours"]
     rows: list[tuple[str, str, str, bool | None]] = []
 
     def row(name: str, target: str, value: str, ok: bool | None) -> None:
         rows.append((name, target, value, ok))
 
-    row(f"recall@1 moderate, {largest} refs", "≥ 97 %", _pct(o["moderate"]["recall"]), o["moderate"]["recall"] >= 0.97)
-    row(f"recall@1 hard, {largest} refs", "≥ 85 %", _pct(o["hard"]["recall"]), o["hard"]["recall"] >= 0.85)
+    row(f"recall@1 moderate, {judged} refs", "≥ 97 %", _pct(o["moderate"]["recall"]), o["moderate"]["recall"] >= 0.97)
+    row(f"recall@1 hard, {judged} refs", "≥ 85 %", _pct(o["hard"]["recall"]), o["hard"]["recall"] >= 0.85)
     fp = o["distractors"]["false_positive_rate"]
-    row(f"false positives on distractors, {largest} refs", "≤ 0.2 %", _pct(fp), fp <= 0.002)
+    row(f"false positives on distractors, {judged} refs", "≤ 0.2 %", _pct(fp), fp <= 0.002)
     err = o["moderate"]["median_corner_error_px"]
     row("median corner error, moderate", "≤ 3 px", f"{err:.2f} px" if err is not None else "–", err is not None and err <= 3)
     p50, p95 = o["all"]["p50_ms"], o["all"]["p95_ms"]
-    row(f"latency p50 / p95, {largest} refs", "≤ 25 / 45 ms", f"{p50:.1f} / {p95:.1f} ms", p50 <= 25 and p95 <= 45)
-    if "1000" in sizes and largest != "1000":
+    row(f"latency p50 / p95, {judged} refs", "≤ 25 / 45 ms", f"{p50:.1f} / {p95:.1f} ms", p50 <= 25 and p95 <= 45)
+    if "1000" in sizes and judged != "1000":
         growth = p50 / sizes["1000"]["ours"]["all"]["p50_ms"]
-        row(f"latency growth 1,000 → {largest}", "≤ 1.5×", f"{growth:.2f}×", growth <= 1.5)
+        row(f"latency growth 1,000 → {judged}", "≤ 1.5×", f"{growth:.2f}×", growth <= 1.5)
     if "baseline" in e:
         b = e["baseline"]
         mine = e["ours_on_baseline_frames"]
         speed = b["all"]["p50_ms"] / mine["all"]["p50_ms"]
         recall_ok = all(mine[lv]["recall"] >= b[lv]["recall"] for lv in POSITIVE if lv in b)
-        row(f"speed-up over baseline, {largest} refs", "≥ 20×, recall ≥ baseline's", f"{speed:.0f}×, recall {'≥' if recall_ok else '<'} baseline", speed >= 20 and recall_ok)
+        row(f"speed-up over baseline, {judged} refs", "≥ 20×, recall ≥ baseline's", f"{speed:.0f}×, recall {'≥' if recall_ok else '<'} baseline", speed >= 20 and recall_ok)
     mem = e["memory_per_reference_bytes"] / 1024
     held = e.get("memory_held_per_reference_bytes", e["memory_per_reference_bytes"]) / 1024
     row("memory per reference (worker)", "≤ 32 KB", f"{mem:.1f} KB RSS growth, {held:.1f} KB held by the engine", mem <= 32)
-    row(f"index build, {largest} refs", "≤ 2 min", f"{e['build_s']:.1f} s", e["build_s"] <= 120)
+    row(f"index build, {judged} refs", "≤ 2 min", f"{e['build_s']:.1f} s", e["build_s"] <= 120)
     add = e["add"]["add_ms_max"]
     row("single add (describe + insert), worst of 6", "≤ 1 s", f"{add:.0f} ms", add <= 1000)
     return rows
@@ -106,7 +112,7 @@ def write_report(report: dict, out: Path, quick: bool = False) -> None:
         lines.append(f"| {int(size):,} | {_composition(e['references'])} |")
     lines += [
         "",
-        "## Targets (largest collection)",
+        f"## Targets ({int(_judged_size(sizes)):,} references)",
         "",
         "| figure | target | measured | |",
         "| --- | --- | --- | --- |",
