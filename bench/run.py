@@ -176,14 +176,37 @@ def pool_fps(recognizer: Recognizer, frames: list[Frame], processes: int) -> flo
     return done / elapsed
 
 
+def _reset_peak_resident() -> bool:
+    """Start the process's peak resident size (Linux VmHWM) afresh from what it holds now; False where it cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_resident() -> int:
+    """The process's peak resident bytes since it started or `_reset_peak_resident` (0 where not readable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _memory_child(references: list[Reference], settings: MatcherSettings, queue) -> None:
     gc.collect()
     process = psutil.Process()
     before = process.memory_info().rss
     # Fresh copies of every part, as a worker gets them from Redis.
     held = [Reference(r.item, r.name, dict(r.metadata), unpack_features(pack_features(r.features))) for r in references]
+    peak_known = _reset_peak_resident()
     recognizer = Recognizer(settings)
     recognizer.load(COLLECTION, held)
+    # How far above what it then holds a worker's memory goes while it builds the index (the training).
+    building = _peak_resident() - process.memory_info().rss if peak_known else None
     del held
     gc.collect()
     release_free_memory()  # as a worker does after loading
@@ -191,20 +214,21 @@ def _memory_child(references: list[Reference], settings: MatcherSettings, queue)
     del recognizer
     gc.collect()
     release_free_memory()
-    queue.put((loaded - before, loaded - process.memory_info().rss))
+    queue.put((loaded - before, loaded - process.memory_info().rss, building))
 
 
-def memory_per_reference(references: list[Reference], settings: MatcherSettings) -> tuple[float, float]:
+def memory_per_reference(references: list[Reference], settings: MatcherSettings) -> tuple[float, float, float | None]:
     """Bytes per reference a fresh worker grows by when it loads a collection, and of those the bytes
     the engine itself holds (given back when it is dropped); the rest is heap left fragmented by the
-    freed input references."""
+    freed input references. Third: the bytes per reference its memory went above what it held once
+    loaded, while it built the index (None where the peak cannot be read)."""
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     p = ctx.Process(target=_memory_child, args=(references, settings, queue))
     p.start()
-    grown, held = queue.get()
+    grown, held, building = queue.get()
     p.join()
-    return grown / len(references), held / len(references)
+    return grown / len(references), held / len(references), None if building is None else building / len(references)
 
 
 def time_to_add(recognizer: Recognizer, settings: MatcherSettings, backgrounds: list[np.ndarray], seed: int) -> dict:
@@ -392,7 +416,11 @@ def main(argv: list[str] | None = None) -> None:
         entry: dict = {"references": kinds, "build_s": build_s, "ours": summarize(ours), "load_average": list(os.getloadavg())}
         entry["hard_explained"] = summarize(run_ours(recognizer, hard_explained))
         entry["fps_pool"] = pool_fps(recognizer, frames[: min(len(frames), 400)], 2)
-        entry["memory_per_reference_bytes"], entry["memory_held_per_reference_bytes"] = memory_per_reference(references, settings)
+        (
+            entry["memory_per_reference_bytes"],
+            entry["memory_held_per_reference_bytes"],
+            entry["memory_building_per_reference_bytes"],
+        ) = memory_per_reference(references, settings)
         entry["add"] = time_to_add(recognizer, settings, backgrounds, size)
         if n_base:
             subset = [f for level in LEVELS for f in [x for x in frames if x.level == level][:n_base]]
