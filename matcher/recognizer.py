@@ -230,11 +230,7 @@ class Recognizer:
             if reference is None or found is None:
                 continue
             candidate = Correspondences(item, found[0], found[1], float(len(found[0])), reference)
-            verified = verify(frame, reference, candidate, self.settings)
-            if verified is not None:
-                H = self._placed(image, verified, reference)
-                if self._looks_like(image, reference, H):
-                    result.matches.append(to_match(reference, H, image.scale, verified.inliers, verified.score, coverage=verified.coverage))
+            self._verify_candidate(index, image, frame, candidate, False, result)
             verifying += time.perf_counter() - matched
         result.matches.sort(key=lambda m: -m.score)
         result.timing = _milliseconds(search=searching, verify=verifying)
